@@ -1,0 +1,77 @@
+"""The ``ha-chaos`` command: a thin front door. Each feature package registers its own sub-commands.
+
+Why a registry of modules instead of one big parser: the packages (platform, faultproxy, plans, report, ...)
+are developed independently; each owns a ``cli.py`` with ``register(subparsers)`` and handlers that return an
+exit code. Exit codes: 0 pass, 1 an invariant failed, 2 unknown, 3+ harness error (see ``harness.errors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from harness import __version__
+from harness.errors import HarnessError
+from harness.topology.signals import Terminated
+
+#: Modules that contribute sub-commands, in the order they appear in ``--help``.
+COMMAND_MODULES = [
+    "harness.campaign_cli",
+    "harness.platform.cli",
+    "harness.topology.cli",
+    "harness.plans.cli",
+    "harness.report.cli",
+]
+
+#: ``bench`` sub-commands are contributed the same way: module path -> registers under ``ha-chaos bench``.
+BENCH_MODULES = [
+    "harness.faults.bench",
+    "harness.faultproxy.bench",
+    "harness.topology.bench",
+    "harness.checkers.bench",
+    "harness.sut.bench",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ha-chaos",
+        description="Chaos-testing harness for HA deployments of a Canton-style ledger network.",
+    )
+    parser.add_argument("--version", action="version", version=f"ha-chaos {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the harness does")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
+    bench = sub.add_parser("bench", help="benchmarks that print measured figures")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for mod in BENCH_MODULES:
+        importlib.import_module(mod).register(bench_sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except HarnessError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: cleaned up", file=sys.stderr)
+        return 130
+    except Terminated as exc:
+        print(f"{exc}: cleaned up", file=sys.stderr)
+        return 128 + exc.signum
+
+
+if __name__ == "__main__":
+    sys.exit(main())

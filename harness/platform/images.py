@@ -1,0 +1,192 @@
+"""``ha-chaos images build``: every image the topology runs, built locally.
+
+Why local builds: no container registry is reachable on these machines, not even for ``debian``. The base image is
+made by debootstrap from the host's own apt mirror and ``docker import``-ed under the project's namespace (so it can
+never shadow a real upstream image). With ``--upstream`` the very same Dockerfiles build ``FROM
+debian:bookworm-slim`` instead (a build arg), for users who can pull.
+
+Caching: the base image is built once per machine; the Dockerfiles order their layers so that apt and pip layers
+are reused, and only the final ``COPY harness`` layer changes when project code changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.platform.shell import ok, run
+
+log = logging.getLogger("ha-chaos.images")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IMAGES_DIR = REPO_ROOT / "compose" / "images"
+PREFIX = os.environ.get("HA_CHAOS_IMAGE_PREFIX", "ha-chaos")
+BASE_IMAGE = f"{PREFIX}/debian:bookworm"
+UPSTREAM_BASE = "debian:bookworm-slim"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    #: build context relative to the repo root (images that copy project code use the repo root)
+    context: str
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}/{self.name}:latest"
+
+    @property
+    def dockerfile(self) -> Path:
+        return IMAGES_DIR / self.name / "Dockerfile"
+
+
+#: Build order matters only for cache reuse: node and faultproxy share their first layers.
+IMAGES: tuple[ImageSpec, ...] = (
+    ImageSpec("etcd", "compose/images/etcd"),
+    ImageSpec("postgres", "compose/images/postgres"),
+    ImageSpec("haproxy", "compose/images/haproxy"),
+    ImageSpec("node", "."),
+    ImageSpec("faultproxy", "."),
+)
+
+
+def image_exists(tag: str) -> bool:
+    return ok(["docker", "image", "inspect", tag], timeout=30)
+
+
+def missing_images() -> list[str]:
+    return [spec.tag for spec in IMAGES if not image_exists(spec.tag)]
+
+
+def host_apt_text() -> str:
+    texts = []
+    for p in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        if p.is_file():
+            texts.append(p.read_text(errors="replace"))
+    return "\n".join(texts)
+
+
+def apt_sources(text: str) -> tuple[str, str | None]:
+    """(debian mirror URI, security URI) from apt configuration text (deb822 or one-line format)."""
+    mirror = security = None
+    # deb822 stanzas: URIs + Suites
+    for stanza in re.split(r"\n\s*\n", text):
+        uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+        suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+        if uris and suites:
+            if "security" in suites.group(1):
+                security = security or uris.group(1)
+            elif "bookworm" in suites.group(1):
+                mirror = mirror or uris.group(1)
+    # one-line format
+    for m in re.finditer(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", text, re.M):
+        uri, suite = m.groups()
+        if "security" in suite:
+            security = security or uri
+        elif suite.startswith("bookworm"):
+            mirror = mirror or uri
+    if not mirror:
+        raise HarnessError("no bookworm mirror found in the host's apt sources",
+                           "add a Debian mirror to /etc/apt/sources.list(.d) or build with --upstream")
+    return mirror, security
+
+
+def build_base_image(force: bool = False) -> str:
+    """debootstrap a minimal bookworm from the host's mirror and import it as ``<prefix>/debian:bookworm``."""
+    if not force and image_exists(BASE_IMAGE):
+        return f"{BASE_IMAGE} present"
+    if shutil.which("debootstrap") is None:
+        raise HarnessError("debootstrap is missing", "run `ha-chaos setup` or apt-get install debootstrap")
+    mirror, security = apt_sources(host_apt_text())
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ha-chaos-rootfs-") as tmp:
+        root = Path(tmp) / "rootfs"
+        run(["debootstrap", "--variant=minbase", "bookworm", str(root), mirror], timeout=900)
+        lines = [f"deb {mirror} bookworm main", f"deb {mirror} bookworm-updates main"]
+        if security:
+            lines.append(f"deb {security} bookworm-security main")
+        (root / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
+        policy = root / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        (root / "etc/apt/apt.conf.d/90ha-chaos").write_text(
+            'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n')
+        for p in (root / "var/lib/apt/lists").glob("*"):
+            if p.is_file():
+                p.unlink()
+        for p in (root / "var/cache/apt/archives").glob("*.deb"):
+            p.unlink()
+        tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        imp = subprocess.run(["docker", "import", "-c", "CMD [\"/bin/bash\"]", "-", BASE_IMAGE],
+                             stdin=tar.stdout, capture_output=True, text=True, timeout=600)
+        tar.wait()
+        if imp.returncode != 0 or tar.returncode != 0:
+            raise HarnessError(f"docker import of the base image failed: {imp.stderr.strip()[:300]}")
+    return f"{BASE_IMAGE} built from {mirror} in {time.monotonic() - t0:.1f} s"
+
+
+NODE_DIR = IMAGES_DIR / "node"
+WHEELS_DIR = NODE_DIR / "wheels"
+
+
+def prepare_wheels() -> str:
+    """Download the node image's Python wheels on the host, into the build context.
+
+    Why: build containers may not trust the host's TLS setup towards PyPI (seen here: a proxy CA only the host
+    knows), while the host's pip works. The image then installs with ``--no-index``. Cached by the hash of
+    requirements.txt, so a warm build downloads nothing.
+    """
+    import hashlib
+
+    req = NODE_DIR / "requirements.txt"
+    digest = hashlib.sha256(req.read_bytes()).hexdigest()
+    stamp = WHEELS_DIR / ".requirements.sha256"
+    if stamp.exists() and stamp.read_text() == digest:
+        return "node wheels cached"
+    WHEELS_DIR.mkdir(parents=True, exist_ok=True)
+    for old in WHEELS_DIR.glob("*.whl"):
+        old.unlink()
+    run(["python3", "-m", "pip", "download", "-q", "--only-binary", ":all:", "--python-version", "3.11",
+         "--implementation", "cp", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+         "--platform", "manylinux_2_17_x86_64", "--platform", "any",
+         "-d", str(WHEELS_DIR), "-r", str(req)], timeout=600)
+    stamp.write_text(digest)
+    return "node wheels downloaded"
+
+
+def build_image(spec: ImageSpec, *, base: str) -> str:
+    if not spec.dockerfile.exists():
+        raise HarnessError(f"{spec.dockerfile} does not exist")
+    t0 = time.monotonic()
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    cmd = ["docker", "build", "--network", "host", "-q", "-f", str(spec.dockerfile),
+           "--build-arg", f"BASE={base}", "-t", spec.tag, str(REPO_ROOT / spec.context)]
+    run(cmd, timeout=1200, env=env, cwd=str(REPO_ROOT))
+    return f"{spec.tag} built in {time.monotonic() - t0:.1f} s"
+
+
+def build_images(*, upstream: bool = False, only: list[str] | None = None) -> list[str]:
+    """Build (or refresh from cache) every project image; returns one line per image with its time."""
+    done: list[str] = []
+    t0 = time.monotonic()
+    if upstream:
+        base = UPSTREAM_BASE
+    else:
+        done.append(build_base_image())
+        base = BASE_IMAGE
+    for spec in IMAGES:
+        if only and spec.name not in only:
+            continue
+        if spec.context == ".":
+            done.append(prepare_wheels())
+        done.append(build_image(spec, base=base))
+    done.append(f"images ready in {time.monotonic() - t0:.1f} s")
+    return done

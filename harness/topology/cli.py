@@ -1,0 +1,92 @@
+"""Sub-commands ``up``, ``status``, ``down``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import HarnessError
+from harness.topology import registry
+from harness.topology.compose import Topology
+from harness.topology.signals import Terminated, terminate_gracefully
+
+
+def _latest_detached() -> str:
+    detached = [e for e in registry.entries() if e.detached]
+    if not detached:
+        raise HarnessError("no topology started with `ha-chaos up` is running", "start one with `ha-chaos up`")
+    return max(detached, key=lambda e: e.created).run_id
+
+
+def _up(args: argparse.Namespace) -> int:
+    topo = Topology(args.profile, port_base=args.port_base, bugs=args.bugs or "",
+                    synchronous_mode=args.synchronous_mode, detached=True)
+    with terminate_gracefully():
+        try:
+            topo.start(timeout=args.timeout)
+        except (KeyboardInterrupt, Terminated):
+            print("interrupted: topology torn down")
+            return 130
+    print(f"run {topo.run_id} is up (profile {args.profile}); `ha-chaos down` removes it")
+    _print_status(topo, as_json=False)
+    return 0
+
+
+def _print_status(topo: Topology, *, as_json: bool) -> None:
+    rows = topo.status()
+    if as_json:
+        print(json.dumps({"run_id": topo.run_id, "profile": topo.profile, "primary": topo.primary(),
+                          "services": [r.as_dict() for r in rows]}, indent=2))
+        return
+    table = Table(title=f"run {topo.run_id}")
+    for col in ("service", "state", "health", "role"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.service, r.state, r.health, r.role or "")
+    Console().print(table)
+
+
+def _status(args: argparse.Namespace) -> int:
+    topo = Topology.attach(args.run or _latest_detached())
+    _print_status(topo, as_json=args.json)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    if args.all:
+        swept = registry.sweep_dead(include_detached=True)
+        print(f"removed {len(swept)} run(s): {', '.join(swept) or '-'}")
+        return 0
+    run_id = args.run or _latest_detached()
+    known = registry.lookup(run_id) is not None
+    counts = Topology.attach(run_id).stop() if known else registry.remove_run_objects(run_id)
+    print(f"run {run_id} removed ({counts.get('containers', 0)} leftover containers swept by label)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start a topology and leave it running (until `ha-chaos down`)")
+    p.add_argument("--profile", choices=["postgres", "faultproxy", "full"], default="full",
+                   help="postgres: etcd + 2 Patroni nodes + pg-lb; full: the whole reference topology")
+    p.add_argument("--port-base", type=int, default=18400,
+                   help="fixed host ports: Ledger API p1/p2 = base+1/+2, PostgreSQL = base+32, "
+                        "fault proxy = base+74 (0 = all ephemeral)")
+    p.add_argument("--bugs", help="comma list of reference-node bug switches (HA_CHAOS_SUT_BUGS)")
+    p.add_argument("--synchronous-mode", action="store_true", help="Patroni synchronous_mode: true")
+    p.add_argument("--timeout", type=float, default=180, help="seconds to wait for health")
+    p.set_defaults(func=_up)
+
+    p = sub.add_parser("status", help="per service: state, health, role (PG primary/replica, active/passive)")
+    p.add_argument("--run", help="run id (default: the latest started with `up`)")
+    p.add_argument("--json", action="store_true", help="machine-readable output, names the PG primary")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("down", help="remove a topology started with `up`")
+    p.add_argument("--run", help="run id (default: the latest started with `up`)")
+    p.add_argument("--all", action="store_true",
+                   help="remove every run started with `up` and every leftover of a dead run "
+                        "(runs owned by a live harness process are left alone)")
+    p.set_defaults(func=_down)

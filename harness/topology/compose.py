@@ -1,0 +1,291 @@
+"""``Topology``: the reference topology on docker compose, through testcontainers' ``DockerCompose``.
+
+One run = one compose project named by the run id, one env file (run id, ports, bug switches, seed), and the
+label ``ha-chaos.run=<run id>`` on every object. ``start()`` sweeps dead runs first, checks images and ports,
+runs ``compose up -d`` and waits for health with a deadline; on timeout the error names every unhealthy service
+with its last log lines. ``stop()`` runs ``compose down -v`` and then removes by label whatever is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import requests
+from docker.errors import NotFound
+from docker.models.containers import Container
+from testcontainers.compose import DockerCompose
+
+from harness import RUN_LABEL
+from harness.errors import HarnessError
+from harness.platform import images, ports
+from harness.platform.setup import CACHE_DIR, compose_v2_version, docker_client
+from harness.topology import registry
+from harness.topology.model import TopologyModel, model_for_profile
+
+log = logging.getLogger("ha-chaos.topology")
+
+COMPOSE_DIR = images.REPO_ROOT / "compose"
+PROFILE_FILES: dict[str, list[str]] = {
+    "postgres": ["postgres-ha.yml"],
+    "faultproxy": ["postgres-ha.yml", "faultproxy.yml"],
+    "full": ["postgres-ha.yml", "faultproxy.yml", "reference.yml"],
+}
+#: services that run once and exit 0 (not "healthy", but "exited 0")
+ONE_SHOT = {"faultproxy-init"}
+
+
+class _ProjectCompose(DockerCompose):
+    """DockerCompose with a project name (-p) - testcontainers passes none, so parallel runs would collide."""
+
+    project: str = ""
+
+    @cached_property
+    def compose_command_property(self) -> list[str]:
+        cmd = list(super().compose_command_property)
+        return [*cmd[:2], "-p", self.project, *cmd[2:]]
+
+
+@dataclass
+class ServiceStatus:
+    service: str
+    state: str
+    health: str
+    role: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "state": self.state, "health": self.health, "role": self.role,
+                "ports": self.ports}
+
+
+class Topology:
+    """A running (or startable) reference topology. Use as a context manager for guaranteed teardown."""
+
+    def __init__(self, profile: str = "full", *, run_id: str | None = None, port_base: int = 0,
+                 bugs: str = "", seed: int = 0, synchronous_mode: bool = False,
+                 extra_env: dict[str, str] | None = None, detached: bool = False) -> None:
+        if profile not in PROFILE_FILES:
+            raise HarnessError(f"unknown profile {profile!r}", f"use one of {', '.join(PROFILE_FILES)}")
+        self.profile = profile
+        self.run_id = run_id or registry.new_run_id()
+        self.port_base = port_base
+        self.model: TopologyModel = model_for_profile("postgres" if profile != "full" else "full")
+        self.detached = detached
+        self.env = {
+            "HA_CHAOS_RUN_ID": self.run_id,
+            "HA_CHAOS_SUT_BUGS": bugs,
+            "HA_CHAOS_SEED": str(seed),
+            "HA_CHAOS_PG_SYNCHRONOUS_MODE": "true" if synchronous_mode else "false",
+            "HA_CHAOS_IMAGE_PREFIX": images.PREFIX,
+            **ports.port_env(port_base),
+            **(extra_env or {}),
+        }
+        self.env_file = CACHE_DIR / "env" / f"{self.run_id}.env"
+        self._compose = _ProjectCompose(context=str(COMPOSE_DIR), compose_file_name=PROFILE_FILES[profile],
+                                        wait=False, env_file=str(self.env_file))
+        self._compose.project = self.run_id
+        self.started = False
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    @classmethod
+    def attach(cls, run_id: str) -> Topology:
+        """A handle on a run started elsewhere (``ha-chaos up``), from its registry entry."""
+        entry = registry.lookup(run_id)
+        if entry is None:
+            raise HarnessError(f"no run {run_id!r} is known here", "see `ha-chaos status --all`")
+        topo = cls(entry.profile, run_id=run_id)
+        topo.env_file = Path(entry.env_file)
+        topo._compose.env_file = [entry.env_file]
+        topo.started = True
+        return topo
+
+    def _preflight(self) -> None:
+        docker_client()
+        if not compose_v2_version():
+            raise HarnessError("the compose v2 plugin is missing", "run `ha-chaos setup`")
+        missing = images.missing_images()
+        if missing:
+            raise HarnessError(f"image missing: {', '.join(missing)}", "run `ha-chaos images build`")
+        ports.check_ports(self.port_base)
+        missing_files = [f for f in PROFILE_FILES[self.profile] if not (COMPOSE_DIR / f).exists()]
+        if missing_files:
+            raise HarnessError(f"compose file missing: {', '.join(missing_files)}")
+
+    def start(self, timeout: float = 180) -> Topology:
+        swept = registry.sweep_dead(keep={self.run_id})
+        if swept:
+            log.warning("swept leftovers of dead runs: %s", ", ".join(swept))
+        self._preflight()
+        self.env_file.parent.mkdir(parents=True, exist_ok=True)
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
+        registry.register(self.run_id, self.profile, str(self.env_file), detached=self.detached)
+        self.started = True
+        try:
+            try:
+                self._compose.start()
+            except subprocess.CalledProcessError as exc:
+                err = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+                raise HarnessError(f"`docker compose up` failed for run {self.run_id}: "
+                                   + " | ".join(err[-4:]), _fix_for(err)) from None
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout: float = 180, services: list[str] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        pending: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            pending = {}
+            states = self._container_states()
+            expected = set(services or self.service_names())
+            for svc in expected:
+                st = states.get(svc)
+                if st is None:
+                    pending[svc] = "not created"
+                elif svc in ONE_SHOT:
+                    if st["state"] == "exited" and st["exit_code"] != 0:
+                        raise HarnessError(f"{svc} exited with code {st['exit_code']}: "
+                                           + " | ".join(self.log_tail(svc, 4)))
+                    if st["state"] != "exited":
+                        pending[svc] = st["state"]
+                elif st["state"] != "running" or st["health"] not in ("healthy", "none"):
+                    pending[svc] = f"{st['state']}/{st['health']}"
+            if not pending:
+                return
+            time.sleep(0.5)
+        details = "; ".join(f"{svc} [{why}]: " + " | ".join(self.log_tail(svc, 3)) for svc, why in pending.items())
+        raise HarnessError(f"topology {self.run_id} not healthy after {timeout:.0f} s: {details}",
+                           "see `docker logs` of those services; `ha-chaos doctor` checks the machine")
+
+    def stop(self) -> dict[str, int]:
+        """Tear down; always ends with a label sweep of this run so nothing leaks even if compose fails."""
+        if not self.started:
+            return {}
+        try:
+            self._compose._run_command([*self._compose.compose_command_property, "down", "-v",
+                                        "--remove-orphans", "-t", "2"])
+        except (subprocess.CalledProcessError, OSError) as exc:
+            log.warning("compose down failed for %s: %s", self.run_id, exc)
+        counts = registry.remove_run_objects(self.run_id)
+        registry.unregister(self.run_id)
+        self.env_file.unlink(missing_ok=True)
+        self.started = False
+        return counts
+
+    def __enter__(self) -> Topology:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- queries --------------------------------------------------------------------------------------
+    def service_names(self) -> list[str]:
+        names = [s.name for s in self.model.services]
+        if self.profile in ("faultproxy", "full"):
+            names += ["faultproxy", "faultproxy-init"] if self.profile == "faultproxy" else ["faultproxy-init"]
+        return list(dict.fromkeys(names))
+
+    def containers(self) -> dict[str, Container]:
+        client = docker_client()
+        out = {}
+        for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
+            svc = c.labels.get("com.docker.compose.service")
+            if svc:
+                out[svc] = c
+        return out
+
+    def container(self, service: str) -> Container:
+        c = self.containers().get(service)
+        if c is None:
+            raise HarnessError(f"service {service!r} has no container in run {self.run_id}")
+        return c
+
+    def _container_states(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for svc, c in self.containers().items():
+            st = c.attrs.get("State", {})
+            out[svc] = {"state": st.get("Status", "?"), "exit_code": st.get("ExitCode"),
+                        "health": (st.get("Health") or {}).get("Status", "none")}
+        return out
+
+    def host_port(self, service: str, port: int) -> int:
+        c = self.container(service)
+        c.reload()
+        bindings = (c.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
+        for b in bindings:
+            if b.get("HostIp") in ("127.0.0.1", "0.0.0.0", ""):
+                return int(b["HostPort"])
+        raise HarnessError(f"{service}:{port} is not published on the host")
+
+    def url(self, service: str, port: int) -> str:
+        return f"http://127.0.0.1:{self.host_port(service, port)}"
+
+    def log_tail(self, service: str, lines: int = 20) -> list[str]:
+        try:
+            raw = self.container(service).logs(tail=lines).decode(errors="replace")
+        except (HarnessError, NotFound):
+            return ["<no container>"]
+        return [ln[:300] for ln in raw.strip().splitlines()] or ["<no output>"]
+
+    def pg_roles(self) -> dict[str, str]:
+        """Patroni's view: service -> role (primary/replica/...), from each node's REST API."""
+        roles = {}
+        for svc in self.model.replicas("postgres"):
+            try:
+                r = requests.get(self.url(svc, 8008) + "/patroni", timeout=2)
+                role = r.json().get("role", "unknown")
+                roles[svc] = "primary" if role in ("master", "primary") else role
+            except (requests.RequestException, HarnessError, ValueError):
+                roles[svc] = "unreachable"
+        return roles
+
+    def primary(self) -> str | None:
+        prim = [s for s, r in self.pg_roles().items() if r == "primary"]
+        return prim[0] if len(prim) == 1 else None
+
+    def node_role(self, service: str) -> str | None:
+        try:
+            r = requests.get(self.url(service, 8080) + "/admin/status", timeout=2)
+            return str(r.json().get("role"))
+        except (requests.RequestException, HarnessError, ValueError):
+            return None
+
+    def status(self) -> list[ServiceStatus]:
+        states = self._container_states()
+        roles = self.pg_roles() if any(s in states for s in self.model.replicas("postgres")) else {}
+        out = []
+        for svc in self.service_names():
+            st = states.get(svc, {"state": "absent", "health": "-"})
+            role = roles.get(svc)
+            if role is None and svc in states and self.model_role(svc) in ("participant", "mediator", "sequencer"):
+                role = self.node_role(svc)
+            out.append(ServiceStatus(svc, st["state"], st["health"], role))
+        return out
+
+    def model_role(self, service: str) -> str | None:
+        try:
+            return self.model.service(service).role
+        except KeyError:
+            return None
+
+
+def _fix_for(err_lines: list[str]) -> str:
+    text = " ".join(err_lines)
+    if "port is already allocated" in text or "address already in use" in text:
+        return "a published port is taken: free it or use another --port-base (0 = ephemeral ports)"
+    if "No such image" in text or "pull access denied" in text:
+        return "run `ha-chaos images build`"
+    return "run `ha-chaos doctor`"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,0 +1,114 @@
+"""PostgreSQL HA primitives on a running topology: Patroni roles, failover, synchronous mode, a write probe.
+
+These are the platform's DB-failover building blocks; the nemesis (``harness/faults``) and the ``bench
+db-failover`` command both use them. Every wait has a deadline and says what it waited for when it runs out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import requests
+
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.topology.compose import Topology
+
+PG_PASSWORD = "ha-chaos"
+
+
+def await_condition(what: str, cond: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll ``cond`` until it returns something truthy; HarnessError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def patroni(topo: Topology, service: str, path: str, method: str = "GET", **kw: Any) -> requests.Response:
+    return requests.request(method, topo.url(service, 8008) + path, timeout=3, **kw)
+
+
+def cluster(topo: Topology) -> dict[str, Any]:
+    """Patroni's ``/cluster`` from any reachable member."""
+    for svc in topo.model.replicas("postgres"):
+        try:
+            return patroni(topo, svc, "/cluster").json()
+        except (requests.RequestException, HarnessError, ValueError):
+            continue
+    raise HarnessError("no Patroni member answers /cluster")
+
+
+def members(topo: Topology) -> dict[str, dict[str, Any]]:
+    try:
+        return {m["name"]: m for m in cluster(topo).get("members", [])}
+    except HarnessError:
+        return {}
+
+
+LEADER_ROLES = ("leader", "master", "primary")
+
+
+def leader_of(members_list: list[dict[str, Any]]) -> str | None:
+    """The running leader among Patroni ``/cluster`` members, or None (no leader, or not exactly one)."""
+    leaders = [m["name"] for m in members_list if m.get("role") in LEADER_ROLES and m.get("state") == "running"]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def leader(topo: Topology) -> str | None:
+    return leader_of(list(members(topo).values()))
+
+
+def set_synchronous_mode(topo: Topology, enabled: bool, timeout: float = 60) -> None:
+    """Switch Patroni's synchronous_mode at run time and wait until a sync standby exists (when enabled)."""
+    for svc in topo.model.replicas("postgres"):
+        try:
+            r = patroni(topo, svc, "/config", method="PATCH", json={"synchronous_mode": enabled})
+            if r.ok:
+                break
+        except (requests.RequestException, HarnessError):
+            continue
+    else:
+        raise HarnessError("could not PATCH Patroni /config on any member")
+    if enabled:
+        await_condition("a synchronous standby",
+                        lambda: any(m.get("role") == "sync_standby" for m in members(topo).values()), timeout)
+
+
+def dsn(topo: Topology, *, service: str = "pg-lb", port: int = 5432, dbname: str = "harness",
+        connect_timeout: int = 2) -> str:
+    return (f"host=127.0.0.1 port={topo.host_port(service, port)} dbname={dbname} user=postgres "
+            f"password={PG_PASSWORD} connect_timeout={connect_timeout}")
+
+
+def wait_writable(topo: Topology, timeout: float = 60) -> None:
+    conninfo = dsn(topo)
+
+    def writable() -> bool:
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                return conn.execute("select not pg_is_in_recovery()").fetchone()[0]
+        except psycopg.Error:
+            return False
+
+    await_condition("a writable primary through pg-lb", writable, timeout, interval=0.3)
+
+
+def wait_replica_streaming(topo: Topology, service: str, timeout: float = 90) -> float:
+    """Wait until ``service`` is a running replica that streams from the leader; returns seconds waited."""
+    t0 = time.monotonic()
+
+    def streaming() -> bool:
+        m = members(topo).get(service, {})
+        return m.get("role") in ("replica", "sync_standby") and m.get("state") in ("streaming", "running")
+
+    await_condition(f"{service} to rejoin as a streaming replica", streaming, timeout, interval=0.5)
+    return time.monotonic() - t0

@@ -1,0 +1,118 @@
+"""PostgreSQL HA on Patroni through the harness: failover under writes, status, leak sweeping, clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import RUN_LABEL
+from harness.platform.setup import docker_client
+from harness.topology import pg, registry
+from harness.topology.bench import kill_leader_once
+from harness.topology.compose import Topology
+from harness.topology.writeloop import WriteLoop
+
+pytestmark = pytest.mark.integration
+
+
+def _objects(run_id: str) -> int:
+    client = docker_client()
+    flt = {"label": f"{RUN_LABEL}={run_id}"}
+    return (len(client.containers.list(all=True, filters=flt)) + len(client.networks.list(filters=flt))
+            + len(client.volumes.list(filters=flt)))
+
+
+def test_leader_kill_with_synchronous_mode_loses_no_acknowledged_write(topology_factory) -> None:
+    topo = topology_factory("postgres", synchronous_mode=True)
+    roles = {s.service: s.role for s in topo.status()}
+    assert sorted([roles["pg1"], roles["pg2"]]) == ["primary", "replica"]
+    assert topo.primary() == next(s for s, r in roles.items() if r == "primary")
+    pg.wait_writable(topo)
+    pg.set_synchronous_mode(topo, True)
+    loop = WriteLoop(pg.dsn(topo, connect_timeout=1)).start()
+    try:
+        sample = kill_leader_once(topo, loop, sync=True, timeout=20)
+    finally:
+        loop.stop()
+    assert sample.failover_s is not None, "writes did not resume within 20 s of the leader kill"
+    assert sample.new_leader not in (None, sample.old_leader)
+    assert sample.rejoined, f"{sample.old_leader} did not rejoin as a streaming replica"
+    assert sample.acked > 0
+    assert sample.lost == 0, f"{sample.lost} acknowledged writes lost with synchronous_mode on"
+
+
+def test_sigkilled_harness_leaves_objects_that_the_next_start_sweeps(tmp_path) -> None:
+    script = ("import sys,time\nfrom harness.topology.compose import Topology\n"
+              "t=Topology('postgres').start()\nprint(t.run_id, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = proc.stdout.readline().strip()
+        assert run_id.startswith("hc-"), "the child did not start a topology"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert _objects(run_id) > 0, "nothing was left to sweep: the test would prove nothing"
+        entry = registry.lookup(run_id)
+        assert entry is not None and not entry.alive()
+        swept = registry.sweep_dead()  # what every Topology.start() does first
+        assert run_id in swept
+        assert _objects(run_id) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sigterm_tears_down(tmp_path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "bench", "db-failover", "--runs", "1",
+                             "--synchronous-mode", "off"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        run_id = None
+        while time.monotonic() < deadline and run_id is None:
+            live = [e for e in registry.entries() if e.pid == proc.pid]
+            run_id = live[0].run_id if live else None
+            time.sleep(0.2)
+        assert run_id, "the benchmark never registered a run"
+        pg.await_condition("containers of the run", lambda: _objects(run_id) > 0, 60)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert _objects(run_id) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_up_with_a_port_taken_is_a_clear_error_and_leaves_nothing() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        base = s.getsockname()[1] - 32  # pg-lb's fixed port = base + 32
+        before = registry.labelled_runs()
+        proc = _cli("up", "--profile", "postgres", "--port-base", str(base))
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr and "in use" in proc.stderr and "fix:" in proc.stderr
+    assert registry.labelled_runs() <= before
+
+
+def test_up_with_an_image_missing_is_a_clear_error() -> None:
+    proc = _cli("up", "--profile", "postgres", "--port-base", "0", env={"HA_CHAOS_IMAGE_PREFIX": "no-such-prefix"})
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr
+    assert "image missing: no-such-prefix/" in proc.stderr and "images build" in proc.stderr
+
+
+def test_topology_lifecycle_leaves_nothing() -> None:
+    topo = Topology("postgres")
+    with topo:
+        assert _objects(topo.run_id) > 0
+    assert _objects(topo.run_id) == 0
