@@ -1,0 +1,60 @@
+"""``python -m harness.sut``: run one node, configured by env (``NODE_ROLE`` = sequencer | mediator | participant).
+
+Why exit on fatal: the model says a failed transition or a non-transient DB error exits the process and the
+supervisor (Docker's restart policy) restarts it. SIGTERM stops gracefully (a sequencer marks itself offline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+from harness.sut.common.config import config_from_env
+from harness.sut.common.log import log, set_context
+
+
+def build_node(cfg):  # type: ignore[no-untyped-def]
+    if cfg.role == "sequencer":
+        from harness.sut.sequencer.node import SequencerNode
+        return SequencerNode(cfg)
+    if cfg.role == "mediator":
+        from harness.sut.mediator.node import MediatorNode
+        return MediatorNode(cfg)
+    from harness.sut.participant.node import ParticipantNode
+    return ParticipantNode(cfg)
+
+
+async def amain() -> int:
+    cfg = config_from_env()
+    set_context(node=cfg.node, replica=cfg.replica, role=cfg.role)
+    log("starting", bugs=sorted(cfg.bugs), timers=cfg.timers.__dict__)
+    node = build_node(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except Exception as exc:
+        log("startup_failed", level="error", error=repr(exc))
+        return 1
+    while not stop.is_set() and node.fatal is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    code = 0 if node.fatal is None else 1
+    try:
+        await asyncio.wait_for(node.stop(), 1.5)
+    except Exception as exc:
+        log("stop_failed", level="warning", error=repr(exc))
+    log("exiting", code=code)
+    return code
+
+
+def main() -> None:
+    sys.exit(asyncio.run(amain()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Async client (aiohttp) for the reference nodes: Ledger API, sequencer API and health/evidence endpoints.
+
+Why in ``harness/sut``: it is the one place that knows the wire format of these nodes (API.md); the workload,
+the probes and the tests use it instead of hand-written HTTP. It records nothing itself: callers turn its
+results into history events. Every call has a timeout; a timeout or a lost connection raises ``Indeterminate``
+(the operation may or may not have happened, history type ``info``), a definite refusal is returned as data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+
+class Indeterminate(Exception):
+    """Timed out or connection lost: unknown whether the operation took effect."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind   # "timeout" | "connection"
+
+
+class StreamEnded(Exception):
+    """The server ended a stream (e.g. ``SYNC_SERVICE_BECAME_PASSIVE``); resume elsewhere from the last offset."""
+
+    def __init__(self, error: str | None, replica: str | None) -> None:
+        super().__init__(error or "stream ended")
+        self.error = error
+        self.replica = replica
+
+
+@dataclass
+class SubmitResult:
+    http_status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Acknowledged (in flight, or a duplicate whose completion will follow)."""
+        return self.http_status == 202
+
+    @property
+    def error(self) -> str | None:
+        return None if self.ok else self.body.get("error", f"HTTP_{self.http_status}")
+
+    @property
+    def replica(self) -> str | None:
+        return self.body.get("replica")
+
+
+class _Base:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession | None = None, timeout: float = 5.0) -> None:
+        self.base = base_url.rstrip("/") if base_url.startswith("http") else f"http://{base_url}"
+        self._session = session
+        self._own = session is None
+        self.timeout = timeout
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._own and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> _Base:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _json(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        try:
+            async with self.session().request(method, self.base + path, json=body,
+                                              timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
+                try:
+                    data = await r.json(content_type=None)
+                except ValueError:
+                    data = {"error": f"HTTP_{r.status}", "text": await r.text()}
+                return r.status, data if isinstance(data, dict) else {"value": data}
+        except TimeoutError as exc:
+            raise Indeterminate("timeout", f"{method} {path}") from exc
+        except aiohttp.ClientError as exc:
+            raise Indeterminate("connection", f"{method} {path}: {exc!r}") from exc
+
+    async def _lines(self, path: str, params: dict[str, str], idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """NDJSON lines of a stream (heartbeats included); ``idle_timeout`` without a line raises Indeterminate."""
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=idle_timeout)
+        try:
+            async with self.session().get(self.base + path, params=params, timeout=timeout) as r:
+                if r.status != 200:
+                    body = await r.text()
+                    try:
+                        err = json.loads(body).get("error")
+                    except ValueError:
+                        err = body[:200]
+                    raise StreamEnded(err or f"HTTP_{r.status}", None)
+                async for raw in r.content:
+                    if raw.strip():
+                        yield json.loads(raw)
+        except TimeoutError as exc:
+            raise Indeterminate("timeout", path) from exc
+        except aiohttp.ClientError as exc:
+            raise Indeterminate("connection", f"{path}: {exc!r}") from exc
+        raise StreamEnded("connection closed", None)
+
+
+class LedgerClient(_Base):
+    """The participant Ledger API (port 7500 on the active replica, or a ledger-lb frontend)."""
+
+    async def submit(self, *, user: str, act_as: list[str], command_id: str, submission_id: str | None = None,
+                     informees: list[str] | tuple[str, ...] = (), payload: Any = None,
+                     deduplication_period_s: float | None = None) -> SubmitResult:
+        body: dict[str, Any] = {"user": user, "act_as": act_as, "command_id": command_id,
+                                "informees": list(informees), "payload": payload}
+        if submission_id is not None:
+            body["submission_id"] = submission_id
+        if deduplication_period_s is not None:
+            body["deduplication_period_s"] = deduplication_period_s
+        status, data = await self._json("POST", "/v1/commands/submit", body)
+        return SubmitResult(status, data)
+
+    async def _stream(self, path: str, from_offset: int, idle_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        async for line in self._lines(path, {"from_offset": str(from_offset)}, idle_timeout):
+            if line.get("heartbeat"):
+                continue
+            if "error" in line:
+                raise StreamEnded(line["error"], line.get("replica"))
+            yield line
+
+    def completions(self, from_offset: int = 0, idle_timeout: float = 5.0) -> AsyncIterator[dict[str, Any]]:
+        """Completions with ``completion_offset > from_offset``, forever (until the stream ends or stalls)."""
+        return self._stream("/v1/completions", from_offset, idle_timeout)
+
+    def transactions(self, from_offset: int = 0, idle_timeout: float = 5.0) -> AsyncIterator[dict[str, Any]]:
+        """Transactions with ``offset > from_offset``, forever."""
+        return self._stream("/v1/transactions", from_offset, idle_timeout)
+
+    async def ledger_end(self) -> dict[str, Any]:
+        return (await self._json("GET", "/v1/ledger_end"))[1]
+
+
+class HealthClient(_Base):
+    """The health/admin server of any node (port 8080)."""
+
+    async def _probe(self, path: str) -> bool | None:
+        try:
+            status, _ = await self._json("GET", path)
+        except Indeterminate:
+            return None
+        return {200: True, 503: False}.get(status)
+
+    async def ready(self) -> bool | None:
+        """True = SERVING, False = NOT_SERVING, None = the probe itself failed (unknown)."""
+        return await self._probe("/health")
+
+    async def live(self) -> bool | None:
+        return await self._probe("/health/live")
+
+    async def status(self) -> dict[str, Any]:
+        return (await self._json("GET", "/admin/status"))[1]
+
+    async def evidence(self) -> dict[str, Any]:
+        """``{"node", "epochs": [...]}`` as in docs/history.md; raises Indeterminate if it cannot be read."""
+        status, data = await self._json("GET", "/admin/evidence")
+        if status != 200:
+            raise Indeterminate("connection", data.get("error", f"HTTP_{status}"))
+        return data
+
+    async def set_passive(self) -> dict[str, Any]:
+        return (await self._json("POST", "/admin/set_passive"))[1]
+
+
+class SequencerApiClient(_Base):
+    """The sequencer API (port 7000): the harness subscribes as any member, e.g. ``harness-observer``
+    (receives every broadcast, i.e. all verdicts) or as ``p1`` to read p1's stream."""
+
+    async def send(self, sender: str, recipients: list[str], payload: Any, message_id: str,
+                   max_sequencing_time: int | None = None) -> tuple[int, dict[str, Any]]:
+        return await self._json("POST", "/v1/send", {"sender": sender, "recipients": recipients,
+                                                     "payload": payload, "message_id": message_id,
+                                                     "max_sequencing_time": max_sequencing_time})
+
+    async def subscribe(self, member: str, from_counter: int = 0, idle_timeout: float = 5.0,
+                        heartbeats: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """Events ``{counter, ts, prev_ts, safe_watermark, payload_hash, sequencer, sender, recipients,
+        message_id, payload}`` from ``from_counter`` (inclusive), forever."""
+        async for line in self._lines("/v1/subscribe", {"member": member, "from_counter": str(from_counter)},
+                                      idle_timeout):
+            if line.get("heartbeat") and not heartbeats:
+                continue
+            yield line

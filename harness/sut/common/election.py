@@ -1,0 +1,319 @@
+"""Active/passive election by PostgreSQL advisory locks, with writers-lock fencing and epoch evidence.
+
+Why this shape (model, "Active/passive replicas"): the main lock lives exactly as long as one dedicated
+connection, so a replica is active exactly while that connection is alive. Fencing: every write connection holds
+the *writers* lock in shared mode; a replica becoming active first takes the writers lock exclusively, which only
+succeeds once all write connections of the previous active are gone. Every committed write bumps its epoch's row
+in ``ha_epochs`` (DB clock), which is the evidence the single-writer checker reads after a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+
+from harness.sut.common.config import NodeConfig
+from harness.sut.common.db import (
+    DB_NOW_US,
+    LOCK_MAIN,
+    LOCK_WRITERS,
+    Backoff,
+    PassiveInstance,
+    StorageHealth,
+    classify,
+    db_name_of,
+    ensure_schema,
+    lock_id,
+    retry,
+)
+from harness.sut.common.log import log
+
+T = TypeVar("T")
+
+EPOCH_DDL = """
+create table if not exists ha_epochs (
+  epoch bigserial primary key, replica text not null, start_us bigint not null, end_us bigint,
+  first_write_us bigint, last_write_us bigint, writes bigint not null default 0,
+  unfenced_writes bigint not null default 0);
+"""
+
+#: Keepalive settings on the lock connection so that PostgreSQL notices a dead session in ~15 s, not hours.
+LOCK_KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "5",
+                  "client_connection_check_interval": "5s"}
+
+CHECK_SQL = ("select count(*) > 0 from pg_locks where locktype = 'advisory' and classid = 0 "
+             "and objid::bigint = $1 and objsubid = 1 and granted and pid = pg_backend_pid()")
+
+
+@dataclass
+class RoleHooks:
+    """What the node does on transitions. Called serialized; an exception in one is a failed transition."""
+
+    to_active: Callable[[Writer], Awaitable[None]]
+    to_passive: Callable[[], Awaitable[None]]
+
+
+class Writer:
+    """The active replica's fenced write path: a pool whose connections each hold the writers lock (shared)."""
+
+    def __init__(self, election: Election, pool: asyncpg.Pool, epoch: int) -> None:
+        self._election = election
+        self.pool = pool
+        self.epoch = epoch
+        self.fenced = "no_fencing" not in election.cfg.bugs
+        self.closed = False
+
+    def usable(self) -> bool:
+        return not self.closed and self._election.writer is self
+
+    async def write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], what: str = "write") -> T:
+        """Run ``fn`` in one transaction tagged with this epoch; transient errors retried while still active."""
+        cfg = self._election.cfg
+
+        async def once() -> T:
+            if not self.usable():
+                raise PassiveInstance(what)
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    result = await fn(conn)
+                    await conn.execute(
+                        f"update ha_epochs set writes = writes + 1, unfenced_writes = unfenced_writes + $2, "
+                        f"first_write_us = coalesce(first_write_us, {DB_NOW_US}), last_write_us = {DB_NOW_US} "
+                        f"where epoch = $1", self.epoch, 0 if self.fenced else 1)
+                    return result
+            except (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError):
+                await self.pool.expire_connections()   # reconnect (and re-take the shared lock) next time
+                raise
+
+        return await retry(once, what=what, low=cfg.timers.db_retry_min, high=cfg.timers.db_retry_max,
+                           retry_non_transient="retry_non_transient" in cfg.bugs,
+                           health=self._election.storage, keep_going=self.usable)
+
+    async def close(self) -> None:
+        self.closed = True
+        self.pool.terminate()   # drop every write connection now: this is what releases the shared locks
+
+
+class Election:
+    """Runs the election loop and the serialized role state machine of one replica."""
+
+    def __init__(self, cfg: NodeConfig, hooks: RoleHooks, *, extra_ddl: str = "") -> None:
+        self.cfg = cfg
+        self.hooks = hooks
+        self.extra_ddl = extra_ddl
+        self.db = db_name_of(cfg.db_dsn)
+        self.main_id = lock_id(self.db, LOCK_MAIN)
+        self.writers_id = lock_id(self.db, LOCK_WRITERS)
+        self.role = "passive"
+        self.writer: Writer | None = None
+        self.main: asyncpg.Connection | None = None
+        self.storage = StorageHealth()
+        self.transitions = 0
+        self._transition = asyncio.Lock()
+        self._manual_passive_until = 0.0
+
+    # --- connections -------------------------------------------------------------------------------------
+    async def _connect(self, *, keepalive: bool) -> asyncpg.Connection:
+        settings = dict(LOCK_KEEPALIVE) if keepalive else {}
+        return await asyncpg.connect(self.cfg.db_dsn, timeout=self.cfg.timers.db_connect_timeout,
+                                     command_timeout=self.cfg.timers.db_command_timeout,
+                                     server_settings=settings)
+
+    async def _close_main(self) -> None:
+        conn, self.main = self.main, None
+        if conn is not None:
+            conn.terminate()
+
+    async def lock_connection_settings(self) -> dict[str, str] | None:
+        """The server-side keepalive settings of the lock connection (shows the ``no_lock_keepalive`` bug)."""
+        if self.main is None:
+            return None
+        try:
+            return {k: await asyncio.wait_for(self.main.fetchval(f"show {k}"), 2) for k in LOCK_KEEPALIVE}
+        except Exception:
+            return None
+
+    async def init_schema(self) -> None:
+        """Create the evidence table and the node's own tables (wait or fail fast per ``DB_STARTUP``)."""
+        async def once() -> None:
+            conn = await self._connect(keepalive=False)
+            try:
+                await ensure_schema(conn, self.db, EPOCH_DDL + self.extra_ddl)
+            finally:
+                await conn.close()
+        if self.cfg.db_startup == "fail":
+            await once()
+        else:
+            t = self.cfg.timers
+            await retry(once, what="init_schema", low=t.db_retry_min, high=t.db_retry_max, health=self.storage)
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Forever: try to become active; while active, re-check the lock; on loss go passive and reconnect."""
+        t = self.cfg.timers
+        backoff = Backoff(t.reconnect_min, t.reconnect_max)
+        grace = False
+        while True:
+            try:
+                if self.main is None:
+                    self.main = await self._connect(keepalive="no_lock_keepalive" not in self.cfg.bugs)
+                    backoff.reset()
+                    self.storage.ok()
+                if asyncio.get_running_loop().time() >= self._manual_passive_until and \
+                        await self.main.fetchval("select pg_try_advisory_lock($1)", self.main_id):
+                    if await self._acquire_writers():
+                        await self._become_active()
+                        await self._active_loop()
+                    await self._become_passive("lock lost")
+                    await self._close_main()
+                    grace = True          # the old active retries at once after reconnecting (grace)
+                    continue
+                grace = False
+                await asyncio.sleep(t.passive_check * (1 + random.random() * t.lock_check_jitter))
+            except asyncio.CancelledError:
+                raise
+            except PassiveInstance:
+                await self._become_passive("passive during transition")
+                await self._close_main()
+            except Exception as exc:
+                if classify(exc, retry_non_transient="retry_non_transient" in self.cfg.bugs) == "fatal":
+                    raise
+                self.storage.failed(exc)
+                await self._become_passive(f"db error: {exc!r}")
+                await self._close_main()
+                delay = backoff.next()
+                log("lock_connection_failed", level="warning", error=repr(exc), retry_in=round(delay, 3),
+                    grace=grace)
+                await asyncio.sleep(delay)
+
+    async def _check(self) -> bool:
+        assert self.main is not None
+        try:
+            return bool(await asyncio.wait_for(self.main.fetchval(CHECK_SQL, self.main_id),
+                                               self.cfg.timers.lock_check_timeout))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.storage.failed(exc)
+            log("lock_check_failed", level="warning", error=repr(exc))
+            return False
+
+    async def _acquire_writers(self) -> bool:
+        """Take the writers lock exclusively (old active's write connections gone), then release it."""
+        if "no_fencing" in self.cfg.bugs:
+            return True
+        assert self.main is not None
+        waited = 0
+        while True:
+            if await self.main.fetchval("select pg_try_advisory_lock($1)", self.writers_id):
+                await self.main.execute("select pg_advisory_unlock($1)", self.writers_id)
+                if waited:
+                    log("writers_lock_acquired", attempts=waited)
+                return True
+            waited += 1
+            if waited == 1:
+                log("waiting_for_old_writers")
+            await asyncio.sleep(self.cfg.timers.writers_retry)
+            if not await self._check():
+                return False
+
+    async def _active_loop(self) -> None:
+        t = self.cfg.timers
+        while True:
+            await asyncio.sleep(t.lock_check * (1 + random.random() * t.lock_check_jitter))
+            if self._manual_passive_until > asyncio.get_running_loop().time():
+                return
+            if not await self._check():
+                log("lock_lost", level="warning")
+                return
+            self.storage.ok()
+
+    async def _open_writer(self) -> Writer:
+        fenced = "no_fencing" not in self.cfg.bugs
+        writers_id = self.writers_id
+
+        async def init(conn: asyncpg.Connection) -> None:
+            if fenced and not await conn.fetchval("select pg_try_advisory_lock_shared($1)", writers_id):
+                raise PassiveInstance("writers lock held exclusively by another replica")
+
+        async def keep_locks(conn: asyncpg.Connection) -> None:
+            """asyncpg's default reset runs pg_advisory_unlock_all() on release: that would drop the fence."""
+
+        pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=4, init=init, reset=keep_locks,
+                                         timeout=self.cfg.timers.db_connect_timeout,
+                                         command_timeout=self.cfg.timers.db_command_timeout)
+        try:
+            epoch = await pool.fetchval(
+                f"insert into ha_epochs(replica, start_us) values ($1, {DB_NOW_US}) returning epoch",
+                self.cfg.replica)
+        except BaseException:
+            pool.terminate()
+            raise
+        return Writer(self, pool, epoch)
+
+    async def _become_active(self) -> None:
+        async with self._transition:
+            writer = await self._open_writer()
+            self.writer = writer
+            self.role = "active"
+            self.transitions += 1
+            log("became_active", epoch=writer.epoch)
+            try:
+                await self.hooks.to_active(writer)
+            except PassiveInstance:
+                raise
+            except Exception as exc:
+                if classify(exc) == "transient":
+                    raise PassiveInstance(f"transition failed: {exc!r}") from exc
+                raise
+
+    async def _become_passive(self, reason: str) -> None:
+        async with self._transition:
+            if self.role == "passive" and self.writer is None:
+                return
+            writer, self.writer = self.writer, None
+            self.role = "passive"
+            self.transitions += 1
+            log("became_passive", reason=reason, epoch=writer.epoch if writer else None)
+            await self.hooks.to_passive()
+            if writer is not None:
+                await self._end_epoch(writer)
+                await writer.close()
+
+    async def _end_epoch(self, writer: Writer) -> None:
+        """Best effort: record the epoch's end (it stays null if the DB is unreachable; last_write bounds it)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.pool.execute(
+                f"update ha_epochs set end_us = {DB_NOW_US} where epoch = $1", writer.epoch), 1.0)
+
+    async def set_passive(self) -> None:
+        """Manual ``set_passive``: give up the lock and don't re-take it for 2 x passive check period."""
+        self._manual_passive_until = asyncio.get_running_loop().time() + 2 * self.cfg.timers.passive_check
+
+    async def stop(self) -> None:
+        await self._become_passive("stopping")
+        await self._close_main()
+
+    def status(self) -> dict[str, Any]:
+        return {"role": self.role, "node": self.cfg.node, "replica": self.cfg.replica,
+                "epoch": self.writer.epoch if self.writer else None, "transitions": self.transitions,
+                "bugs": sorted(self.cfg.bugs)}
+
+
+async def read_evidence(dsn: str, node: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The single-writer evidence of one logical node, read from its DB (works on any replica)."""
+    conn = await asyncpg.connect(dsn, timeout=timeout)
+    try:
+        rows = await conn.fetch("select * from ha_epochs order by epoch")
+    finally:
+        await conn.close()
+    return {"node": node, "epochs": [
+        {"replica": r["replica"], "epoch": r["epoch"], "start": r["start_us"], "end": r["end_us"],
+         "first_write": r["first_write_us"], "last_write": r["last_write_us"], "writes": r["writes"],
+         "unfenced_writes": r["unfenced_writes"]} for r in rows]}

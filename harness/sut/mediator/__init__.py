@@ -1,0 +1,1 @@
+"""Mediator pair (active/passive): aggregates confirmation responses and sequences verdicts."""

@@ -1,0 +1,109 @@
+"""The Ledger API over HTTP/JSON (port 7500, listening on the active replica only).
+
+Streams are NDJSON over chunked HTTP, read from the DB from an exclusive offset and then woken by the indexer
+after each commit, so a client that resumes from offset X (on any replica) gets exactly the elements after X.
+When the replica turns passive, open streams end with ``{"error": "SYNC_SERVICE_BECAME_PASSIVE"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from harness.sut.participant.node import ParticipantNode
+
+
+class StreamHub:
+    """Wakes stream handlers after commits; carries ``early`` completions for the ``ack_before_durable`` bug."""
+
+    def __init__(self) -> None:
+        self.cond = asyncio.Condition()
+        self.passive = False
+        self.early: list[dict[str, Any]] = []
+
+    async def notify(self) -> None:
+        async with self.cond:
+            self.cond.notify_all()
+
+    async def wait(self, timeout: float) -> None:
+        async with self.cond:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.cond.wait(), timeout)
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+def ledger_app(node: ParticipantNode) -> web.Application:
+    async def submit(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "INVALID_ARGUMENT", "reason": "body is not JSON"}, status=400)
+        status, answer = await node.submit(body)
+        return web.json_response(answer, status=status)
+
+    async def stream(request: web.Request, table: str, key: str) -> web.StreamResponse:
+        if node.read_pool is None or node.election.role != "active":
+            return web.json_response({"error": "NODE_IS_PASSIVE_REPLICA"}, status=503)
+        try:
+            cursor = int(request.query.get("from_offset", "0"))
+        except ValueError:
+            return web.json_response({"error": "INVALID_ARGUMENT", "reason": "from_offset"}, status=400)
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        hub = node.hub
+        try:
+            while True:
+                if hub.passive or node.read_pool is None:
+                    await resp.write(_line({"error": "SYNC_SERVICE_BECAME_PASSIVE", "replica": node.cfg.replica}))
+                    break
+                if table == "p_completions" and hub.early:       # BUG ack_before_durable: not yet committed
+                    for c in [c for c in hub.early if c["completion_offset"] > cursor]:
+                        await resp.write(_line({**c, "early": True}))
+                        cursor = c["completion_offset"]
+                try:
+                    rows = await node.read_pool.fetch(f"select {key} as off, body from {table} where {key} > $1 "
+                                                      f"order by {key} limit 500", cursor)
+                except Exception:
+                    rows = []
+                    await asyncio.sleep(0.2)
+                for r in rows:
+                    await resp.write(r["body"].encode() + b"\n")
+                    cursor = r["off"]
+                if len(rows) < 500:
+                    await hub.wait(1.0)
+                    if not rows:
+                        await resp.write(_line({"heartbeat": True, "replica": node.cfg.replica}))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return resp
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        return await stream(request, "p_completions", "completion_offset")
+
+    async def transactions(request: web.Request) -> web.StreamResponse:
+        return await stream(request, "p_transactions", "tx_offset")
+
+    async def ledger_end(_: web.Request) -> web.Response:
+        if node.read_pool is None:
+            return web.json_response({"error": "NODE_IS_PASSIVE_REPLICA"}, status=503)
+        r = await node.read_pool.fetchrow("select tx_offset, completion_offset from p_state where id = 1")
+        return web.json_response({"offset": r["tx_offset"], "completion_offset": r["completion_offset"],
+                                  "replica": node.cfg.replica})
+
+    async def parties(_: web.Request) -> web.Response:
+        return web.json_response({"participant": node.cfg.node, "parties": sorted(node.cfg.hosted_parties),
+                                  "party_map": node.cfg.party_map})
+
+    app = web.Application()
+    app.add_routes([web.post("/v1/commands/submit", submit), web.get("/v1/completions", completions),
+                    web.get("/v1/transactions", transactions), web.get("/v1/ledger_end", ledger_end),
+                    web.get("/v1/parties", parties)])
+    return app

@@ -1,0 +1,290 @@
+"""A participant replica: election, role transitions, submission, event processing, time proofs.
+
+Why the transitions look like this (model, "Transitions"): becoming active opens the fenced writer, resumes the
+sequencer subscription at the last counter committed in the shared DB, re-sends acknowledged but unsequenced
+submissions (idempotent message ids) and only then opens the Ledger API listener; becoming passive does the
+reverse, so a passive replica has no listener and no sequencer connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from harness.sut.common.config import NodeConfig
+from harness.sut.common.db import FatalDbError, PassiveInstance
+from harness.sut.common.election import Election, RoleHooks, Writer, read_evidence
+from harness.sut.common.health import HealthSource, health_app, start_site
+from harness.sut.common.log import log
+from harness.sut.participant import store
+from harness.sut.participant.api import StreamHub, ledger_app
+from harness.sut.participant.dedup import DedupEntry, change_key, decide, dedup_period_us
+from harness.sut.participant.protocol import Ctx, completion_body, process_event, response_for
+from harness.sut.sequencer.client import EventFeed, NotSequenced, SequencerClient
+from harness.sut.sequencer.pure import EventValidator, Seen
+from harness.sut.sequencer.store import now_us
+
+
+class ParticipantNode:
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.election = Election(cfg, RoleHooks(self._to_active, self._to_passive), extra_ddl=store.PARTICIPANT_DDL)
+        self.hub = StreamHub()
+        self.read_pool: asyncpg.Pool | None = None
+        self.writer: Writer | None = None
+        self.seq: SequencerClient | None = None
+        self.feed: EventFeed | None = None
+        self.ctx = Ctx(cfg.node, cfg.replica, int(cfg.timers.decision_timeout * 1e6),
+                       mem_dedup={} if "dedup_in_memory" in cfg.bugs else None)
+        if "ack_before_durable" in cfg.bugs:
+            self.ctx.early = self._publish_early
+        self.fatal: BaseException | None = None
+        self.last_event_ts: int | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runners: list[web.AppRunner] = []
+        self._api: web.AppRunner | None = None
+        self._election_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._runners.append(await start_site(health_app(self._health()), "0.0.0.0", self.cfg.health_port, "health"))
+        await self.election.init_schema()
+        if "passive_serves_api" in self.cfg.bugs:   # BUG: the listener runs whatever the role
+            self._api = await start_site(ledger_app(self), self.cfg.api_host, self.cfg.api_port, "ledger_api")
+        self._election_task = asyncio.create_task(self._guard(self.election.run()))
+
+    async def stop(self) -> None:
+        if self._election_task is not None:
+            self._election_task.cancel()
+            await asyncio.gather(self._election_task, return_exceptions=True)
+        await self.election.stop()
+        if self._api is not None:
+            await self._api.cleanup()
+        for r in self._runners:
+            await r.cleanup()
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except (asyncio.CancelledError, PassiveInstance):
+            raise
+        except BaseException as exc:
+            self.fatal = exc
+            log("fatal", level="error", error=repr(exc))
+            raise
+
+    async def _to_active(self, writer: Writer) -> None:
+        self.writer = writer
+        self.hub.passive = False
+        t = self.cfg.timers
+        self.read_pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=4,
+                                                   timeout=t.db_connect_timeout, command_timeout=t.db_command_timeout)
+        st = await self.read_pool.fetchrow("select * from p_state where id = 1")
+        last = Seen(st["last_counter"], st["last_ts"], st["last_hash"]) if st["last_counter"] is not None else None
+        self.ctx.deadline = await store.next_deadline(self.read_pool)
+        self.seq = SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, t)
+        self.feed = EventFeed(SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, t), EventValidator(last))
+        self.feed.start()
+        unsent = await self.read_pool.fetch("select request from p_inflight where sequenced_ts is null "
+                                            "and max_sequencing_time > $1", now_us())
+        self._tasks = [asyncio.create_task(self._guard(self._processor(self.feed, writer))),
+                       asyncio.create_task(self._ticker())]
+        for r in unsent:
+            self._spawn_send(json.loads(r["request"]))
+        if self._api is None:
+            self._api = await start_site(ledger_app(self), self.cfg.api_host, self.cfg.api_port, "ledger_api")
+
+    async def _to_passive(self) -> None:
+        self.hub.passive = True
+        await self.hub.notify()
+        if self._api is not None and "passive_serves_api" not in self.cfg.bugs:
+            api, self._api = self._api, None
+            await api.cleanup()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.feed is not None:
+            await self.feed.stop()
+            self.feed = None
+        if self.seq is not None:
+            await self.seq.close()
+            self.seq = None
+        if self.read_pool is not None:
+            self.read_pool.terminate()
+            self.read_pool = None
+        self.writer = None
+
+    # --- sequencer side -------------------------------------------------------------------------------
+    def _spawn_send(self, req: dict[str, Any]) -> None:
+        seq = self.seq
+        if seq is None:
+            return
+        recipients = sorted({req["mediator"], *req["informee_participants"]})
+        payload = {k: v for k, v in req.items() if k != "change_key"}
+
+        async def send() -> None:
+            try:
+                await seq.send(recipients, payload, max_sequencing_time=req["max_sequencing_time"],
+                               message_id=req["request_id"])
+            except NotSequenced as exc:
+                log("request_not_sequenced", request_id=req["request_id"], reason=str(exc))
+            except Exception as exc:
+                log("request_send_failed", level="warning", request_id=req["request_id"], error=repr(exc))
+        self._tasks.append(asyncio.create_task(send()))
+
+    async def _processor(self, feed: EventFeed, writer: Writer) -> None:
+        hosted = self.cfg.hosted_parties
+        ack_early = "ack_before_durable" in self.cfg.bugs
+        while True:
+            batch = await feed.next_batch()
+            for ev in batch:
+                resp = response_for(self.ctx, hosted, ev)
+                if resp is not None and self.seq is not None:
+                    seq, (rcpt, body, mid) = self.seq, resp
+                    mst = now_us() + int(self.cfg.timers.decision_timeout * 1e6)
+                    self._tasks.append(asyncio.create_task(self._send_quiet(seq, rcpt, body, mid, mst)))
+            fx = store.Effects()
+
+            async def tx(conn: asyncpg.Connection, batch: list[dict[str, Any]] = batch,
+                         fx: store.Effects = fx) -> None:
+                fx.completions.clear()
+                fx.transactions.clear()
+                for ev in batch:
+                    await process_event(conn, self.ctx, fx, ev)
+                last = batch[-1]
+                await conn.execute("update p_state set last_counter = $1, last_ts = $2, last_hash = $3 where id = 1",
+                                   last["counter"], last["ts"], last["payload_hash"])
+
+            await writer.write(tx, what="process_events")
+            self.last_event_ts = batch[-1]["ts"]
+            self._tasks = [t for t in self._tasks if not t.done()]
+            if ack_early:
+                self.hub.early.clear()
+            await self.hub.notify()
+
+    @staticmethod
+    async def _send_quiet(seq: SequencerClient, rcpt: list[str], body: dict[str, Any], mid: str, mst: int) -> None:
+        """A confirmation response; if it is never sequenced the mediator times the request out."""
+        try:
+            await seq.send(rcpt, body, message_id=mid, max_sequencing_time=mst)
+        except Exception as exc:
+            log("response_not_sent", level="warning", message_id=mid, error=repr(exc))
+
+    async def _publish_early(self, completion: dict[str, Any]) -> None:
+        """BUG ack_before_durable: streams see this OK completion while its transaction is still open."""
+        self.hub.early.append(completion)
+        await self.hub.notify()
+
+    async def _ticker(self) -> None:
+        """Ask for a time proof (an event to ourselves) when a deadline passed but no event carried us past it."""
+        while True:
+            await asyncio.sleep(self.cfg.timers.tick)
+            d = self.ctx.deadline
+            if d is None or now_us() < d + 50_000 or (self.last_event_ts or 0) > d or self.seq is None:
+                continue
+            try:
+                await self.seq.send([self.cfg.node], {"type": "tick"}, max_sequencing_time=now_us() + 5_000_000)
+            except Exception as exc:
+                log("tick_failed", level="warning", error=repr(exc))
+
+    # --- Ledger API -----------------------------------------------------------------------------------
+    async def submit(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        replica = self.cfg.replica
+        writer = self.writer
+        if self.election.role != "active" or writer is None:
+            if "passive_serves_api" in self.cfg.bugs:   # BUG: acknowledged, never processed
+                return 202, {"status": "ACCEPTED", "replica": replica}
+            return 503, {"error": "NODE_IS_PASSIVE_REPLICA", "status": "UNAVAILABLE", "replica": replica}
+        try:
+            req = self._parse(body)
+            period = dedup_period_us(body.get("deduplication_period_s"))
+        except (KeyError, TypeError, ValueError) as exc:
+            return 400, {"error": "INVALID_ARGUMENT", "reason": str(exc), "replica": replica}
+        key, now = req["change_key"], now_us()
+        mem = self.ctx.mem_dedup
+        mem_entry: DedupEntry | None = None
+        if mem is not None:     # BUG dedup_in_memory: decided from this replica's memory only
+            mem_entry = mem.get(key)
+            if decide(mem_entry, now, period) == "new":
+                mem[key] = DedupEntry("inflight", req["submission_id"])
+
+        async def tx(conn: asyncpg.Connection) -> tuple[str, DedupEntry | None, store.Effects]:
+            fx = store.Effects()
+            if mem is not None:
+                entry = mem_entry
+                decision = decide(entry, now, period)
+            elif await store.claim_new(conn, key, req["submission_id"], req["request_id"]):
+                entry, decision = None, "new"
+            else:
+                entry = await store.load_dedup(conn, key)
+                decision = decide(entry, now, period)
+                if decision == "new":
+                    await store.set_inflight(conn, key, req["submission_id"], req["request_id"])
+            if decision == "new":
+                await store.insert_inflight(conn, req)
+            elif decision == "duplicate" and entry is not None:
+                await store.add_completion(conn, fx, completion_body(
+                    self.ctx, req, "DUPLICATE_COMMAND", offset=entry.tx_offset,
+                    existing_submission_id=entry.submission_id), None)
+            return decision, entry, fx
+
+        try:
+            decision, entry, _fx = await writer.write(tx, what="submit")
+        except PassiveInstance:
+            return 503, {"error": "NODE_IS_PASSIVE_REPLICA", "status": "UNAVAILABLE", "replica": replica}
+        except FatalDbError as exc:
+            return 500, {"error": "INTERNAL", "reason": str(exc), "replica": replica}
+        if decision == "in_flight":
+            return 409, {"error": "SUBMISSION_ALREADY_IN_FLIGHT", "status": "ABORTED", "replica": replica,
+                         "existing_submission_id": entry.submission_id if entry else None}
+        if decision == "new":
+            mst = req["max_sequencing_time"]
+            self.ctx.deadline = mst if self.ctx.deadline is None else min(self.ctx.deadline, mst)
+            self._spawn_send(req)
+        else:
+            await self.hub.notify()
+        return 202, {"status": "ACCEPTED", "submission_id": req["submission_id"], "request_id": req["request_id"],
+                     "replica": replica, "duplicate": decision == "duplicate"}
+
+    def _parse(self, body: dict[str, Any]) -> dict[str, Any]:
+        user, command_id = str(body["user"]), str(body["command_id"])
+        act_as = [str(p) for p in body["act_as"]]
+        if not act_as or not set(act_as) <= self.cfg.hosted_parties:
+            raise ValueError(f"act_as {act_as} must be non-empty parties of {self.cfg.node}")
+        informees = sorted({*(str(p) for p in body.get("informees", [])), *act_as})
+        unknown = [p for p in informees if p not in self.cfg.party_map]
+        if unknown:
+            raise ValueError(f"unknown parties {unknown}")
+        return {"type": "request", "request_id": uuid.uuid4().hex, "change_key": change_key(user, act_as, command_id),
+                "submitter": self.cfg.node, "user": user, "act_as": act_as, "command_id": command_id,
+                "submission_id": str(body.get("submission_id") or uuid.uuid4()), "informees": informees,
+                "informee_participants": sorted({self.cfg.party_map[p] for p in informees}),
+                "payload": body.get("payload"), "mediator": self.cfg.mediator,
+                "max_sequencing_time": now_us() + int(self.cfg.timers.max_sequencing * 1e6)}
+
+    # --- health ---------------------------------------------------------------------------------------
+    def _health(self) -> HealthSource:
+        def ready() -> bool:
+            return (self.fatal is None and self.election.role == "active" and self._api is not None
+                    and self.election.storage.failing_since is None)
+
+        def live() -> bool:
+            return self.fatal is None and self.election.storage.failing_for() < self.cfg.timers.failed_to_fatal
+
+        async def status() -> dict[str, Any]:
+            return {**self.election.status(), "api_listening": self._api is not None,
+                    "sequencer": self.feed.client.current if self.feed else None,
+                    "lock_connection_settings": await self.election.lock_connection_settings(),
+                    "storage_error": self.election.storage.last_error}
+
+        async def evidence() -> dict[str, Any]:
+            return await read_evidence(self.cfg.db_dsn, self.cfg.node)
+
+        return HealthSource(ready=ready, live=live, status=status, evidence=evidence,
+                            set_passive=self.election.set_passive)

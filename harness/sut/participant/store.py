@@ -1,0 +1,111 @@
+"""The participant's shared-DB state: dedup + in-flight submissions, pending requests, the indexed ledger.
+
+Why all in the shared DB: whichever replica is active must be able to finish what the other started (publish
+``NOT_SEQUENCED_TIMEOUT`` for a submission the dead replica acknowledged, resume the sequencer subscription at the
+last processed counter, continue offsets). Every function here runs inside the caller's fenced transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from harness.sut.participant.dedup import DedupEntry
+
+PARTICIPANT_DDL = """
+create table if not exists p_state (
+  id int primary key, last_counter bigint, last_ts bigint, last_hash text,
+  tx_offset bigint not null default 0, completion_offset bigint not null default 0);
+insert into p_state (id) values (1) on conflict do nothing;
+create table if not exists p_dedup (
+  change_key text primary key, state text not null, submission_id text not null, request_id text,
+  tx_offset bigint, accepted_at bigint);
+create table if not exists p_inflight (
+  request_id text primary key, change_key text not null, submission_id text not null,
+  max_sequencing_time bigint not null, sequenced_ts bigint, request jsonb not null);
+create table if not exists p_requests (
+  request_id text primary key, ts bigint not null, deadline bigint not null, submitter text not null,
+  body jsonb not null);
+create table if not exists p_transactions (
+  tx_offset bigint primary key, tx_id text not null unique, record_time bigint not null, body jsonb not null);
+create table if not exists p_completions (
+  completion_offset bigint primary key, record_time bigint, body jsonb not null);
+"""
+
+
+@dataclass
+class Effects:
+    """What a committed transaction produced, for the stream hub (and the ``ack_before_durable`` bug)."""
+
+    completions: list[dict[str, Any]] = field(default_factory=list)
+    transactions: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def next_offset(conn: asyncpg.Connection, column: str) -> int:
+    return await conn.fetchval(f"update p_state set {column} = {column} + 1 where id = 1 returning {column}")
+
+
+async def add_completion(conn: asyncpg.Connection, fx: Effects, body: dict[str, Any],
+                         record_time: int | None) -> dict[str, Any]:
+    off = await next_offset(conn, "completion_offset")
+    body = {**body, "completion_offset": off, "record_time": record_time}
+    await conn.execute("insert into p_completions (completion_offset, record_time, body) values ($1, $2, $3)",
+                       off, record_time, json.dumps(body))
+    fx.completions.append(body)
+    return body
+
+
+async def add_transaction(conn: asyncpg.Connection, fx: Effects, body: dict[str, Any], record_time: int) -> int:
+    off = await next_offset(conn, "tx_offset")
+    body = {**body, "offset": off, "record_time": record_time}
+    await conn.execute("insert into p_transactions (tx_offset, tx_id, record_time, body) values ($1, $2, $3, $4)",
+                       off, body["tx_id"], record_time, json.dumps(body))
+    fx.transactions.append(body)
+    return off
+
+
+async def load_dedup(conn: asyncpg.Connection, key: str) -> DedupEntry | None:
+    r = await conn.fetchrow("select * from p_dedup where change_key = $1 for update", key)
+    if r is None:
+        return None
+    return DedupEntry(r["state"], r["submission_id"], r["tx_offset"], r["accepted_at"])
+
+
+async def claim_new(conn: asyncpg.Connection, key: str, submission_id: str, request_id: str) -> bool:
+    """Insert an in-flight dedup row; False if a row for this change ID already exists (then decide)."""
+    return bool(await conn.fetchval(
+        "insert into p_dedup (change_key, state, submission_id, request_id) values ($1, 'inflight', $2, $3) "
+        "on conflict do nothing returning true", key, submission_id, request_id))
+
+
+async def set_inflight(conn: asyncpg.Connection, key: str, submission_id: str, request_id: str) -> None:
+    await conn.execute("update p_dedup set state = 'inflight', submission_id = $2, request_id = $3, "
+                       "tx_offset = null, accepted_at = null where change_key = $1", key, submission_id, request_id)
+
+
+async def set_accepted(conn: asyncpg.Connection, key: str, request_id: str, tx_offset: int, at: int) -> None:
+    await conn.execute("update p_dedup set state = 'accepted', tx_offset = $3, accepted_at = $4 "
+                       "where change_key = $1 and request_id = $2", key, request_id, tx_offset, at)
+
+
+async def drop_inflight_dedup(conn: asyncpg.Connection, key: str, request_id: str) -> None:
+    """A definite rejection frees the change ID (rejections don't deduplicate)."""
+    await conn.execute("delete from p_dedup where change_key = $1 and request_id = $2 and state = 'inflight'",
+                       key, request_id)
+
+
+async def insert_inflight(conn: asyncpg.Connection, request: dict[str, Any]) -> None:
+    await conn.execute(
+        "insert into p_inflight (request_id, change_key, submission_id, max_sequencing_time, request) "
+        "values ($1, $2, $3, $4, $5)", request["request_id"], request["change_key"], request["submission_id"],
+        request["max_sequencing_time"], json.dumps(request))
+
+
+async def next_deadline(conn: asyncpg.Connection | asyncpg.Pool) -> int | None:
+    """Earliest sequencer time at which something may time out (request decision or max-sequencing-time)."""
+    return await conn.fetchval(
+        "select min(x) from (select min(deadline) as x from p_requests union all "
+        "select min(max_sequencing_time) from p_inflight where sequenced_ts is null) s")

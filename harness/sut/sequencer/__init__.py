@@ -1,0 +1,1 @@
+"""Active-active sequencer over one shared PostgreSQL database (the model's "SQL domain")."""

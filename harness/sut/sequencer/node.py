@@ -1,0 +1,235 @@
+"""A sequencer instance: the writer (store.py), the safe-watermark reader, the HTTP API and health.
+
+Why one poller per instance fanning out to subscribers: the safe watermark (min over online instances) is read
+once per ``HA_SEQ_POLL`` and the new events in (served, safe] once, instead of once per subscriber. A subscriber
+catches up from the DB up to the point the poller had served when it registered, then follows the live feed, so
+it sees every event exactly once. Counters are positions in the member's ts-ordered stream, so every instance
+assigns the same counter to the same event (that is what makes re-subscribing elsewhere possible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from harness.sut.common.config import NodeConfig
+from harness.sut.common.db import StorageHealth, db_name_of, ensure_schema, retry
+from harness.sut.common.health import HealthSource, health_app, start_site
+from harness.sut.common.log import log
+from harness.sut.sequencer.store import SEQ_DDL, SendRequest, SequencerWriter, now_us
+
+EVENT_COLS = "ts, sender, recipients, message_id, payload::text as payload, payload_hash"
+BROADCAST = "*"
+
+
+def _event(row: asyncpg.Record) -> dict[str, Any]:
+    return {"ts": row["ts"], "sender": row["sender"], "recipients": list(row["recipients"]),
+            "message_id": row["message_id"], "payload": json.loads(row["payload"]),
+            "payload_hash": row["payload_hash"]}
+
+
+class SequencerNode:
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.storage = StorageHealth()
+        self.writer = SequencerWriter(cfg, self.storage)
+        self.pool: asyncpg.Pool | None = None
+        self.safe: int | None = None          # last safe watermark read
+        self.served_upto: int | None = None   # events up to here have been fanned out
+        self.subscribers: set[asyncio.Queue[list[dict[str, Any]]]] = set()
+        self.reader_ok = False
+        self.fatal: BaseException | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runners: list[web.AppRunner] = []
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._runners.append(await start_site(health_app(self._health()), "0.0.0.0", self.cfg.health_port,
+                                              "health"))
+        t = self.cfg.timers
+
+        async def schema() -> None:
+            conn = await asyncpg.connect(self.cfg.db_dsn, timeout=t.db_connect_timeout)
+            try:
+                await ensure_schema(conn, db_name_of(self.cfg.db_dsn), SEQ_DDL)
+            finally:
+                await conn.close()
+        if self.cfg.db_startup == "fail":
+            await schema()
+        else:
+            await retry(schema, what="init_schema", low=t.db_retry_min, high=t.db_retry_max, health=self.storage)
+        self.pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=6,
+                                              timeout=t.db_connect_timeout, command_timeout=t.db_command_timeout)
+        await self.writer.start_instance()
+        self._tasks = [asyncio.create_task(self._guard(self.writer.run())),
+                       asyncio.create_task(self._guard(self.writer.offline_marker(self.pool))),
+                       asyncio.create_task(self._guard(self._reader()))]
+        self._runners.append(await start_site(self._api(), self.cfg.api_host, self.cfg.api_port, "sequencer_api"))
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.fatal = exc
+            log("fatal", level="error", error=repr(exc))
+            raise
+
+    async def stop(self, graceful: bool = True) -> None:
+        for r in self._runners:
+            await r.cleanup()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if graceful:
+            await self.writer.go_offline()
+        elif self.writer.conn is not None:
+            self.writer.conn.terminate()
+        if self.pool is not None:
+            self.pool.terminate()
+
+    # --- reader -----------------------------------------------------------------------------------------
+    async def _reader(self) -> None:
+        """Poll the safe watermark; fan out events in (served, safe] in ts order to every live subscriber."""
+        assert self.pool is not None
+        ignore_wm = "no_watermark_wait" in self.cfg.bugs
+        while True:
+            try:
+                safe = await self.pool.fetchval("select min(watermark) from seq_watermarks where online")
+                upper = safe
+                if ignore_wm:   # BUG: serve whatever is committed, beyond the safe watermark
+                    upper = await self.pool.fetchval("select max(ts) from seq_events")
+                self.safe = safe
+                if self.served_upto is None:
+                    self.served_upto = upper if upper is not None else 0
+                elif upper is not None and upper > self.served_upto:
+                    rows = await self.pool.fetch(f"select {EVENT_COLS} from seq_events where ts > $1 and ts <= $2 "
+                                                 "order by ts", self.served_upto, upper)
+                    self.served_upto = upper
+                    if rows:
+                        batch = [_event(r) for r in rows]
+                        for q in self.subscribers:
+                            q.put_nowait(batch)
+                self.reader_ok = True
+                self.storage.ok()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.reader_ok:
+                    log("reader_failed", level="warning", error=repr(exc))
+                self.reader_ok = False
+                self.storage.failed(exc)
+                await self.pool.expire_connections()
+            await asyncio.sleep(self.cfg.timers.seq_poll)
+
+    async def _subscribe(self, request: web.Request) -> web.StreamResponse:
+        member = request.query.get("member")
+        if not member:
+            return web.json_response({"error": "member is required"}, status=400)
+        from_counter = int(request.query.get("from_counter", "0"))
+        if self.served_upto is None or self.pool is None:
+            return web.json_response({"error": "UNAVAILABLE", "reason": "reader not started"}, status=503)
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+        snapshot = self.served_upto
+        self.subscribers.add(queue)
+        members = [member, BROADCAST]
+        log("subscribed", member=member, from_counter=from_counter)
+
+        async def emit(counter: int, prev_ts: int | None, ev: dict[str, Any]) -> None:
+            line = {"counter": counter, "prev_ts": prev_ts, "safe_watermark": self.safe,
+                    "sequencer": self.cfg.replica, **ev}
+            await resp.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
+
+        try:
+            async with self.pool.acquire() as conn:
+                total = await conn.fetchval("select count(*) from seq_events where recipients && $1 and ts <= $2",
+                                            members, snapshot)
+                prev_ts = None
+                if from_counter <= total and total > 0:
+                    offset = max(from_counter - 1, 0)
+                    rows = await conn.fetch(f"select {EVENT_COLS} from seq_events where recipients && $1 and "
+                                            "ts <= $2 order by ts offset $3 limit 1000", members, snapshot, offset)
+                    counter = offset
+                    while rows:
+                        for r in rows:
+                            if counter >= from_counter:
+                                await emit(counter, prev_ts, _event(r))
+                            prev_ts = r["ts"]
+                            counter += 1
+                        rows = await conn.fetch(f"select {EVENT_COLS} from seq_events where recipients && $1 and "
+                                                "ts > $2 and ts <= $3 order by ts limit 1000",
+                                                members, prev_ts, snapshot)
+                elif total > 0:
+                    prev_ts = await conn.fetchval("select max(ts) from seq_events where recipients && $1 "
+                                                  "and ts <= $2", members, snapshot)
+            counter = total
+            while True:
+                try:
+                    batch = await asyncio.wait_for(queue.get(), self.cfg.timers.seq_heartbeat)
+                except TimeoutError:
+                    await resp.write((json.dumps({"heartbeat": True, "safe_watermark": self.safe,
+                                                  "sequencer": self.cfg.replica}) + "\n").encode())
+                    continue
+                for ev in batch:
+                    if member in ev["recipients"] or BROADCAST in ev["recipients"]:
+                        if counter >= from_counter:
+                            await emit(counter, prev_ts, ev)
+                        prev_ts = ev["ts"]
+                        counter += 1
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.subscribers.discard(queue)
+        return resp
+
+    async def _send(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            req = SendRequest(sender=str(body["sender"]), recipients=[str(r) for r in body["recipients"]],
+                              message_id=str(body["message_id"]), payload=body.get("payload"),
+                              max_sequencing_time=body.get("max_sequencing_time"))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": "INVALID_REQUEST", "reason": repr(exc)}, status=400)
+        if not self.writer.online and not self.writer.queue:
+            return web.json_response({"error": "UNAVAILABLE", "reason": "sequencer offline"}, status=503)
+        self.writer.submit(req)
+        result = await asyncio.shield(req.future)
+        if "error" in result:
+            return web.json_response(result, status=409)
+        return web.json_response(result)
+
+    def _api(self) -> web.Application:
+        async def time_(_: web.Request) -> web.Response:
+            return web.json_response({"now_us": now_us(), "safe_watermark": self.safe})
+        app = web.Application()
+        app.add_routes([web.post("/v1/send", self._send), web.get("/v1/subscribe", self._subscribe),
+                        web.get("/v1/time", time_)])
+        return app
+
+    # --- health -----------------------------------------------------------------------------------------
+    def _health(self) -> HealthSource:
+        def ready() -> bool:
+            return self.fatal is None and self.writer.online and self.reader_ok
+
+        def live() -> bool:
+            return self.fatal is None and self.storage.failing_for() < self.cfg.timers.failed_to_fatal
+
+        async def status() -> dict[str, Any]:
+            return {"role": "active" if self.writer.online else "offline", "node": self.cfg.node,
+                    "replica": self.cfg.replica, "instance_index": self.writer.index, "safe_watermark": self.safe,
+                    "served_upto": self.served_upto, "subscribers": len(self.subscribers),
+                    "bugs": sorted(self.cfg.bugs)}
+
+        async def evidence() -> dict[str, Any]:
+            assert self.pool is not None
+            rows = await self.pool.fetch("select * from seq_watermarks order by instance_index")
+            return {"node": "sequencer", "epochs": [], "watermarks": [dict(r) for r in rows]}
+
+        return HealthSource(ready=ready, live=live, status=status, evidence=evidence)

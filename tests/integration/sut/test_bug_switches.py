@@ -1,0 +1,241 @@
+"""Each bug switch re-creates the behaviour it names (so the harness's checkers can be shown to catch it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import pytest
+from sut_support import TEST_TIMERS, Cluster, Forwarder, PgServer, collect, http_status, node_config, wait_until
+from test_election import _write_load, actives, pair, teardown
+from test_sequencer import read_n, send_many, start_sequencers, url
+
+from harness.sut.client import HealthClient, LedgerClient, SequencerApiClient
+from harness.sut.common.db import FatalDbError, retry
+from harness.sut.participant.node import ParticipantNode
+
+pytestmark = pytest.mark.integration
+
+NO_SEQ = ("127.0.0.1:1",)
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_no_fencing_lets_two_replicas_write_at_once(pg: PgServer, bug: bool) -> None:
+    """Invariant 1 (single writer): with ``no_fencing`` the epochs' write intervals overlap."""
+    async def main() -> None:
+        bugs = frozenset({"no_fencing"}) if bug else frozenset()
+        db = await pg.create_db("p1")
+        fw = [await Forwarder(pg.port).start() for _ in range(2)]
+        # the old active checks its lock rarely, the other tries often: a window in which only fencing helps
+        slow = replace(TEST_TIMERS, lock_check=3.0, passive_check=0.2)
+        old = ParticipantNode(node_config("participant", "p1a", "p1", pg.dsn(db, fw[0].port), endpoints=NO_SEQ,
+                                          bugs=bugs, timers=slow))
+        new = ParticipantNode(node_config("participant", "p1b", "p1", pg.dsn(db, fw[1].port), endpoints=NO_SEQ,
+                                          bugs=bugs, timers=slow))
+        stop = asyncio.Event()
+        await old.start()
+        await wait_until(lambda: old.election.role == "active", 10, "p1a active")
+        await new.start()
+        loads = [asyncio.create_task(_write_load(n, stop)) for n in (old, new)]
+        try:
+            await wait_until(lambda: new.election.main is not None and old.writer is not None, 5, "warm")
+            fw[0].refuse_new()
+            pid = await old.election.main.fetchval("select pg_backend_pid()")  # type: ignore[union-attr]
+            await pg.query(db, "select pg_terminate_backend($1)", pid)
+            both: list[float] = []
+
+            def took_over() -> bool:
+                if new.election.role == "active" and old.election.writer is not None:
+                    both.append(time.monotonic())
+                return new.election.role == "active" and old.election.writer is None
+            await wait_until(took_over, 15, "takeover complete", interval=0.005)
+            stop.set()
+            await asyncio.gather(*loads)
+            ep = [dict(r) for r in await pg.query(db, "select * from ha_epochs order by epoch")]
+            a, b = ep[0], ep[1]
+            overlap = b["first_write_us"] is not None and a["last_write_us"] > b["first_write_us"]
+            if bug:
+                assert both and overlap, ep
+                assert a["unfenced_writes"] > 0 and b["unfenced_writes"] > 0
+            else:
+                assert not both and not overlap, ep
+                assert a["unfenced_writes"] == b["unfenced_writes"] == 0
+        finally:
+            stop.set()
+            await asyncio.gather(*loads, return_exceptions=True)
+            await teardown([old, new], fw)
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_dedup_in_memory_accepts_a_change_id_twice_after_failover(pg: PgServer, bug: bool) -> None:
+    """Invariant 2 (exactly once): after failover the new active has no memory of accepted change IDs."""
+    async def main() -> None:
+        bugs = frozenset({"dedup_in_memory"}) if bug else frozenset()
+        c = await Cluster(pg, bugs={"p1a": bugs, "p1b": bugs}).start()
+
+        async def statuses() -> list[str]:
+            rows = await pg.query(c.dbs["p1"], "select body from p_completions order by completion_offset")
+            return [json.loads(r["body"])["status"] for r in rows if json.loads(r["body"])["command_id"] == "once"]
+        try:
+            assert (await c.submit("p1", user="u", act_as=["alice"], command_id="once")).ok
+
+            async def completed(n: int) -> bool:
+                return len(await statuses()) >= n
+            await wait_until(lambda: completed(1), 30, "first completion")
+            first = c.active("p1")
+            await first.election.set_passive()
+            await wait_until(lambda: any(n.election.role == "active" and n is not first
+                                         for n in c.participants["p1"]), 15, "failover to the other replica")
+            r = await c.submit("p1", user="u", act_as=["alice"], command_id="once")
+            assert r.ok and r.replica != first.cfg.replica
+            await wait_until(lambda: completed(2), 30, "second completion")
+            assert await statuses() == (["OK", "OK"] if bug else ["OK", "DUPLICATE_COMMAND"])
+        finally:
+            await c.stop()
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_ack_before_durable_shows_ok_before_commit(pg: PgServer, bug: bool) -> None:
+    """Invariants 4/11: with ``ack_before_durable`` an OK completion is streamed while its commit is blocked."""
+    async def main() -> None:
+        bugs = frozenset({"ack_before_durable"}) if bug else frozenset()
+        c = await Cluster(pg, bugs={"p1a": bugs, "p1b": bugs}).start()
+        blocker = await asyncpg.connect(pg.dsn(c.dbs["p1"]))
+        seen: list[dict[str, Any]] = []
+        async with LedgerClient(c.ledger_url("p1")) as cl:
+            task = asyncio.create_task(collect(cl.completions(0, idle_timeout=30), seen))
+            try:
+                tr = blocker.transaction()
+                await tr.start()
+                assert (await cl.submit(user="u", act_as=["alice"], command_id="c1")).ok
+                await blocker.execute("lock table p_dedup in access exclusive mode")
+
+                async def processor_blocked() -> bool:
+                    rows = await pg.query(c.dbs["p1"], "select count(*) as n from pg_locks l join pg_class c "
+                                          "on c.oid = l.relation where c.relname = 'p_dedup' and not l.granted")
+                    return rows[0]["n"] > 0
+                await wait_until(processor_blocked, 15, "the verdict's transaction waits for the lock")
+                committed = (await pg.query(c.dbs["p1"], "select count(*) as n from p_completions"))[0]["n"]
+                assert committed == 0
+                if bug:
+                    await wait_until(lambda: len(seen) == 1, 10, "early completion on the stream")
+                    assert seen[0]["status"] == "OK" and seen[0].get("early") is True
+                else:
+                    with contextlib.suppress(AssertionError):
+                        await wait_until(lambda: len(seen) > 0, 1.0, "no completion while not durable")
+                    assert seen == []
+                await tr.rollback()
+                await wait_until(lambda: len(seen) >= 1, 10, "completion after the commit")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await blocker.close()
+                await c.stop()
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_no_watermark_wait_serves_beyond_safe_watermark(pg: PgServer, bug: bool) -> None:
+    """Invariant 8: with ``no_watermark_wait`` events are served above the safe watermark."""
+    async def main() -> None:
+        bugs = frozenset({"no_watermark_wait"}) if bug else frozenset()
+        db, nodes = await start_sequencers(pg, bugs=bugs)
+        try:
+            await nodes[2].stop(graceful=False)       # its stale watermark now holds the safe watermark back
+            await send_many(nodes[:1], "s", 1, ["m"])
+            ev = (await read_n(nodes[0], "m", 1))[0]
+            online = (await pg.query(db, "select bool_and(online) as all_online from seq_watermarks"))[0]
+            if bug:
+                assert ev["ts"] > ev["safe_watermark"], ev
+                assert online["all_online"] is True    # served while the dead instance was still online
+            else:
+                assert ev["ts"] <= ev["safe_watermark"], ev
+        finally:
+            for s in nodes[:2]:
+                await s.stop()
+    asyncio.run(main())
+
+
+def test_passive_serves_api_acknowledges_on_the_passive(pg: PgServer) -> None:
+    """Invariant 9 (health matches role): the passive (not ready) replica accepts Ledger API commands."""
+    async def main() -> None:
+        _, nodes, fw = await pair(pg, bugs=frozenset({"passive_serves_api"}))
+        try:
+            await wait_until(lambda: len(actives(*nodes)) == 1, 10, "one active")
+            pas = next(n for n in nodes if n.election.role == "passive")
+            assert await http_status(f"http://127.0.0.1:{pas.cfg.health_port}/health") == 503
+            async with LedgerClient(f"http://127.0.0.1:{pas.cfg.api_port}") as cl:
+                r = await cl.submit(user="u", act_as=["alice"], command_id=uuid.uuid4().hex)
+            assert r.ok and r.replica == pas.cfg.replica
+        finally:
+            await teardown(nodes, fw)
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_no_lock_keepalive_leaves_os_default_keepalives(pg: PgServer, bug: bool) -> None:
+    """Dead-peer detection: without the keepalive settings PostgreSQL holds a dead replica's lock for hours."""
+    async def main() -> None:
+        _, nodes, fw = await pair(pg, bugs=frozenset({"no_lock_keepalive"}) if bug else frozenset())
+        try:
+            await wait_until(lambda: len(actives(*nodes)) == 1, 10, "one active")
+            act = next(n for n in nodes if n.election.role == "active")
+            async with HealthClient(f"http://127.0.0.1:{act.cfg.health_port}") as h:
+                st = await h.status()
+            settings = st["lock_connection_settings"]
+            if bug:
+                assert settings["tcp_keepalives_idle"] != "10" and settings["client_connection_check_interval"] == "0"
+            else:
+                assert settings == {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "1",
+                                    "tcp_keepalives_count": "5", "client_connection_check_interval": "5s"}
+        finally:
+            await teardown(nodes, fw)
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_retry_non_transient_retries_a_fatal_error_forever(pg: PgServer, bug: bool) -> None:
+    """Fatal errors must stop the node; with ``retry_non_transient`` a fatal SQL error is retried forever."""
+    async def main() -> None:
+        conn = await asyncpg.connect(pg.dsn("postgres"))
+        calls = 0
+
+        async def op() -> None:
+            nonlocal calls
+            calls += 1
+            await conn.execute("select 1/0")
+        try:
+            if bug:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(retry(op, what="t", low=0.01, high=0.05, retry_non_transient=True), 1)
+                assert calls > 3
+            else:
+                with pytest.raises(FatalDbError):
+                    await retry(op, what="t", low=0.01, high=0.05)
+                assert calls == 1
+        finally:
+            await conn.close()
+    asyncio.run(main())
+
+
+def test_sequencer_observer_sees_verdicts(pg: PgServer) -> None:
+    """Not a bug switch: the harness observer member receives every broadcast (verdicts)."""
+    async def main() -> None:
+        c = await Cluster(pg).start()
+        try:
+            assert (await c.submit("p1", user="u", act_as=["alice"], command_id="v")).ok
+            async with SequencerApiClient(url(c.sequencers[1])) as sc:
+                async for ev in sc.subscribe("harness-observer"):
+                    assert ev["payload"]["type"] == "verdict" and ev["payload"]["verdict"] == "approve"
+                    break
+        finally:
+            await c.stop()
+    asyncio.run(main())

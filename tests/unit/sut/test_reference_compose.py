@@ -1,0 +1,52 @@
+"""compose/reference.yml agrees with harness/topology/model.py (links, ports) and the project conventions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.topology.model import reference_model
+
+pytestmark = pytest.mark.unit
+
+COMPOSE = Path(__file__).resolve().parents[3] / "compose" / "reference.yml"
+
+
+def services() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def test_every_node_talks_through_its_own_fault_proxy_links() -> None:
+    model = reference_model()
+    svcs = services()
+    for name in [*model.replicas("sequencer"), *model.replicas("med1"), *model.replicas("p1"), *model.replicas("p2")]:
+        env = svcs[name]["environment"]
+        db = model.link(f"{name}-db")
+        assert f"@faultproxy:{db.listen_port}/" in env["DB_DSN"], name
+        assert env["DB_DSN"].rsplit("/", 1)[1] == (model.service(name).node if model.service(name).role != "sequencer"
+                                                   else "sequencer")
+        seq_links = model.links_of(name, "sequencer")
+        expected = ",".join(f"faultproxy:{lk.listen_port}" for lk in seq_links)
+        assert env.get("SEQUENCER_ENDPOINTS", "") == expected, name
+        assert env["NODE_REPLICA"] == name and env["DB_STARTUP"] == "wait"
+
+
+def test_conventions() -> None:
+    for name, svc in services().items():
+        assert svc["pull_policy"] == "never" and svc["init"] is True and svc["stop_grace_period"] == "2s", name
+        assert svc["labels"] == {"ha-chaos.run": "${HA_CHAOS_RUN_ID}"}, name
+        assert svc["cap_add"] == ["NET_ADMIN"], name
+        assert svc["depends_on"] == {"faultproxy-init": {"condition": "service_completed_successfully"}}, name
+        assert all(str(p).startswith("127.0.0.1:") for p in svc["ports"]), name
+        test = " ".join(svc["healthcheck"]["test"])
+        assert ("/health/live" in test) or (name == "ledger-lb" and "/healthz" in test), name
+
+
+def test_ledger_lb_routes_by_readiness() -> None:
+    cfg = (COMPOSE.parent / "config" / "ledger-lb" / "haproxy.cfg").read_text()
+    assert cfg.count("http-check send meth GET uri /health") == 2
+    assert "inter 1s rise 1 fall 1" in cfg and "init-addr libc,none" in cfg and "127.0.0.11:53" in cfg
+    for rep in ("p1a", "p1b", "p2a", "p2b"):
+        assert f"server {rep} {rep}:7500 check port 8080" in cfg
