@@ -1,0 +1,133 @@
+"""``ha-chaos plan validate|show|schema``: the plan layer's front door (no Docker needed).
+
+Why validate every file before reporting: in CI a person fixes all broken plans in one pass, so each file's
+problems are listed and the exit code is 4 if any file was invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.errors import InputError
+from harness.plans.loader import PlanError, load_plan
+from harness.plans.schema import json_schema
+from harness.plans.timeline import nominal_timeline, render
+from harness.topology.model import model_for_profile
+
+DEFAULT_SCHEMA_PATH = Path("fault_plans/schema.json")
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def _expand(paths: list[str]) -> list[str]:
+    """Directories stand for the plans they hold (``*.yaml``, ``*.yml``, ``*.json``, not recursive)."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(str(f) for ext in ("*.yaml", "*.yml", "*.json") for f in path.glob(ext)
+                           if f.name != "schema.json")
+            out += found or [p]
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bad = 0
+    model = model_for_profile(args.profile)
+    args.files = _expand(args.files)
+    for f in args.files:
+        try:
+            plan = load_plan(f, model)
+        except PlanError as exc:
+            bad += 1
+            for p in exc.problems:
+                print(p, file=sys.stderr)
+        except InputError as exc:
+            bad += 1
+            print(f"{f}: {exc.what}", file=sys.stderr)
+        else:
+            tl = nominal_timeline(plan)
+            print(f"ok {f}: {plan.name}, {len(plan.steps)} step(s), ~{tl.total:.0f} s")
+    if bad:
+        print(f"{bad} of {len(args.files)} plan(s) invalid", file=sys.stderr)
+        return InputError.exit_code
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    plan = load_plan(args.file, model_for_profile(args.profile))
+    render(plan, Console(width=args.width) if args.width else Console())
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    text = schema_text()
+    if args.check:
+        current = Path(args.check).read_text(encoding="utf-8") if Path(args.check).exists() else ""
+        if current != text:
+            raise InputError(f"{args.check} is out of date", "run: ha-chaos plan schema --write " + args.check)
+        print(f"{args.check} is current")
+    elif args.write:
+        Path(args.write).write_text(text, encoding="utf-8")
+        print(f"wrote {args.write}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    """Execute the plan against the in-memory fakes on a virtual clock: the event sequence, without Docker."""
+    import tempfile
+
+    from harness.history import HistoryWriter, read_history
+    from harness.plans.executor import Executor
+    from harness.plans.fakes import FakeClock, FakeInjector
+    from harness.plans.targets import FakeView
+    from harness.topology.model import reference_model
+
+    plan = load_plan(args.file)
+    view = FakeView.initial(reference_model())
+    injector = FakeInjector(view)
+    with tempfile.TemporaryDirectory() as d:
+        with HistoryWriter(Path(d) / "history.jsonl") as hist:
+            result = Executor(plan, injector, view, hist, d, clock=FakeClock(), stop_on_fail=False).run()
+        events = read_history(Path(d) / "history.jsonl")
+    for ev in events:
+        v = ev.value
+        what = v.get("phase") or ", ".join(v.get("resolved") or []) or v.get("skipped") or v.get("error") or ""
+        step = f"#{v['step']}" if "step" in v and ev.f != "phase" else ""
+        print(f"{ev.t:8.2f}  {ev.process:8} {ev.type:6} {ev.f:20} {step:4} {what}")
+    states = ", ".join(f"#{s.index} {s.state}" for s in result.steps)
+    print(f"steps: {states}; faults left in effect on the fake: {len(injector.in_effect)}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    plan = sub.add_parser("plan", help="validate, show and describe fault plans")
+    psub = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
+    v = psub.add_parser("validate", help="check plan files against the schema (exit 4 if any is invalid)")
+    v.add_argument("files", nargs="+", metavar="FILE", help="plan files or directories of plans")
+    v.add_argument("--profile", choices=["full", "postgres"], default="full", help="topology to check against")
+    v.set_defaults(func=cmd_validate)
+    s = psub.add_parser("show", help="print a plan's timeline")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--width", type=int, default=0, help="terminal width (default: detect)")
+    s.add_argument("--profile", choices=["full", "postgres"], default="full", help="topology to check against")
+    s.set_defaults(func=cmd_show)
+    d = psub.add_parser("dry-run", help="run the plan on in-memory fakes (virtual clock) and print the events")
+    d.add_argument("file", metavar="FILE")
+    d.set_defaults(func=cmd_dry_run)
+    j = psub.add_parser("schema", help="print the plan JSON Schema (or --write / --check a file)")
+    g = j.add_mutually_exclusive_group()
+    g.add_argument("--write", metavar="PATH", nargs="?", const=str(DEFAULT_SCHEMA_PATH))
+    g.add_argument("--check", metavar="PATH", nargs="?", const=str(DEFAULT_SCHEMA_PATH))
+    j.set_defaults(func=cmd_schema)

@@ -1,0 +1,376 @@
+"""The fault-plan schema, version 1: what a plan file may say, validated before anything runs.
+
+Why pydantic with ``extra="forbid"`` everywhere: faults are data, and a typo in a plan ("duraton: 5") must
+be an error naming the file, line and field, never a silently ignored key that turns a fault test into a no-op
+pass. Targets and conditions are checked against a topology model passed as validation context
+(``{"model": TopologyModel}``); without one, the reference topology is used.
+
+Times are seconds. ``at`` counts from the start of the fault phase (after ``warmup_s``). A step fires at
+``at``, or ``delay`` seconds after its ``after`` condition holds; an ``after`` step starts waiting when the
+step before it has fired (so chains like "kill, wait for the failover, kill again" work), for at most
+``max_wait`` seconds. A lasting fault ends after ``duration`` or when its ``until`` condition holds (at most
+``max_wait`` seconds).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from harness.plans.conditions import Condition, parse_condition
+from harness.plans.targets import Selector, SelectorError, Sort, check, parse
+from harness.plans.toxics import TOXIC_TYPES, Fraction, Strict, ToxicParams
+from harness.topology.model import TopologyModel, reference_model
+
+__all__ = ["KINDS", "STEP_TYPES", "TOXIC_TYPES", "Plan", "Step", "ToxicParams"]
+
+SCHEMA_VERSION = 1
+MAX_SECONDS = 3600.0
+
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+PosSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
+TargetSpec = str | Annotated[list[str], Field(min_length=1, max_length=32)]
+
+
+
+
+def model_from(info: ValidationInfo) -> TopologyModel:
+    ctx = info.context if isinstance(info.context, dict) else {}
+    model = ctx.get("model")
+    return model if isinstance(model, TopologyModel) else _reference()
+
+
+_REFERENCE: list[TopologyModel] = []
+
+
+def _reference() -> TopologyModel:
+    if not _REFERENCE:
+        _REFERENCE.append(reference_model())
+    return _REFERENCE[0]
+
+
+# --- other kinds' parameters -------------------------------------------------------------------------------
+class NoParams(Strict):
+    """Kinds without parameters still take ``params: {}`` so a stray parameter is an error, not ignored."""
+
+
+class KillParams(Strict):
+    signal: Literal["KILL", "TERM"] = "KILL"
+
+
+class StopParams(Strict):
+    timeout_s: Annotated[float, Field(ge=0, le=120)] = 10.0
+
+
+class PartitionParams(Strict):
+    groups: Annotated[list[Annotated[list[str], Field(min_length=1, max_length=32)]],
+                      Field(min_length=2, max_length=8)]
+    direction: Literal["two_way", "one_way"] = Field(
+        "two_way", description="one_way: packets from the first group to the others are dropped")
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_are_services(cls, groups: list[list[str]], info: ValidationInfo) -> list[list[str]]:
+        model = model_from(info)
+        for group in groups:
+            for text in group:
+                sort = _check_target(text, model)
+                if sort.what != "service":
+                    raise ValueError(f"partition groups hold services, but {text!r} denotes links")
+        return groups
+
+
+class DbFailoverParams(Strict):
+    mode: Literal["kill_primary", "switchover", "pause_primary", "isolate_primary"]
+
+
+# --- steps -----------------------------------------------------------------------------------------------
+def _check_target(text: str, model: TopologyModel) -> Sort:
+    try:
+        return check(parse(text), model)
+    except SelectorError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class StepBase(Strict):
+    """Timing and target shared by every kind. Subclasses say what their target must denote."""
+
+    #: "service" / "link" / None (no target); roles or link kinds the target may have (empty = any)
+    TARGET: ClassVar[Literal["service", "link"] | None] = "service"
+    TARGET_TAGS: ClassVar[frozenset[str]] = frozenset()
+    #: instant kinds happen once (restart, switchover): no duration, nothing lasting to heal
+    INSTANT: ClassVar[bool] = False
+
+    at: Seconds | None = None
+    after: str | None = Field(
+        None, description="primary_changed | failover(PAIR) | step_applied(N) | step_healed(N)")
+    delay: Seconds = 0.0
+    max_wait: PosSeconds = Field(60.0, description="upper bound for any condition this step waits on")
+    target: TargetSpec | None = None
+    duration: PosSeconds | None = None
+    until: str | None = None
+    note: str | None = None
+
+    @field_validator("after", "until")
+    @classmethod
+    def _condition_syntax(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_condition(v)
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target_fits(cls, v: TargetSpec | None, info: ValidationInfo) -> TargetSpec | None:
+        if v is None:
+            return v
+        if cls.TARGET is None:
+            raise ValueError("this kind takes no target (see params)")
+        model = model_from(info)
+        for text in [v] if isinstance(v, str) else v:
+            sort = _check_target(text, model)
+            if sort.what != cls.TARGET:
+                raise ValueError(f"{text!r} denotes {sort.what}s, but this kind needs {cls.TARGET}s")
+            if cls.TARGET_TAGS and not sort.tags <= cls.TARGET_TAGS:
+                raise ValueError(f"{text!r} may be a {'/'.join(sorted(sort.tags))}; this kind needs "
+                                 f"{' or '.join(sorted(cls.TARGET_TAGS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _timing(self) -> StepBase:
+        if (self.at is None) == (self.after is None):
+            raise ValueError("give exactly one of 'at' (seconds) or 'after' (a condition)")
+        if self.at is not None and self.delay:
+            raise ValueError("'delay' only applies with 'after'; add it to 'at' instead")
+        if self.is_instant:
+            if self.duration is not None or self.until is not None:
+                raise ValueError(f"{self.kind_name} happens once: remove 'duration'/'until'")
+        elif (self.duration is None) == (self.until is None):
+            raise ValueError("a lasting fault needs exactly one of 'duration' (seconds) "
+                             "or 'until' (a condition)")
+        if self.TARGET is not None and self.target is None:
+            raise ValueError("'target' is required for this kind")
+        return self
+
+    # --- helpers used by the executor, the timeline and the shrinker -----------------------------------
+    @property
+    def kind_name(self) -> str:
+        return str(getattr(self, "kind", "?"))
+
+    @property
+    def is_instant(self) -> bool:
+        return self.INSTANT
+
+    @property
+    def targets(self) -> list[str]:
+        if self.target is None:
+            return []
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+    def selectors(self) -> list[Selector]:
+        return [parse(t) for t in self.targets]
+
+    def after_condition(self) -> Condition | None:
+        return parse_condition(self.after) if self.after else None
+
+    def until_condition(self) -> Condition | None:
+        return parse_condition(self.until) if self.until else None
+
+
+class ToxicStep(StepBase):
+    TARGET: ClassVar[Literal["link"]] = "link"
+    kind: Literal["toxic"]
+    target: TargetSpec
+    params: ToxicParams
+
+
+class LinkDownStep(StepBase):
+    TARGET: ClassVar[Literal["link"]] = "link"
+    kind: Literal["link_down"]
+    target: TargetSpec
+    params: NoParams = NoParams()
+
+
+class PartitionStep(StepBase):
+    TARGET: ClassVar[None] = None
+    kind: Literal["partition"]
+    params: PartitionParams
+
+
+class KillStep(StepBase):
+    kind: Literal["kill"]
+    target: TargetSpec
+    params: KillParams = KillParams()
+
+
+class StopStep(StepBase):
+    kind: Literal["stop"]
+    target: TargetSpec
+    params: StopParams = StopParams()
+
+
+class PauseStep(StepBase):
+    kind: Literal["pause"]
+    target: TargetSpec
+    params: NoParams = NoParams()
+
+
+class RestartStep(StepBase):
+    INSTANT: ClassVar[bool] = True
+    kind: Literal["restart"]
+    target: TargetSpec
+    params: KillParams = KillParams()
+
+
+class DbFailoverStep(StepBase):
+    TARGET_TAGS: ClassVar[frozenset[str]] = frozenset({"postgres"})
+    kind: Literal["db_failover"]
+    target: TargetSpec = "primary(postgres)"
+    params: DbFailoverParams
+
+    @property
+    def is_instant(self) -> bool:
+        return self.params.mode == "switchover"
+
+
+class FormerPrimaryTrapStep(StepBase):
+    """Route DB links straight to a PostgreSQL node that is not the primary (after a failover: the former)."""
+
+    TARGET: ClassVar[Literal["link"]] = "link"
+    TARGET_TAGS: ClassVar[frozenset[str]] = frozenset({"db"})
+    kind: Literal["former_primary_trap"]
+    target: TargetSpec
+    params: NoParams = NoParams()
+
+
+class SetPassiveStep(StepBase):
+    TARGET_TAGS: ClassVar[frozenset[str]] = frozenset({"participant", "mediator"})
+    INSTANT: ClassVar[bool] = True
+    kind: Literal["set_passive"]
+    target: TargetSpec
+    params: NoParams = NoParams()
+
+
+STEP_TYPES: dict[str, type[StepBase]] = {
+    "toxic": ToxicStep, "link_down": LinkDownStep, "partition": PartitionStep, "kill": KillStep,
+    "stop": StopStep, "pause": PauseStep, "restart": RestartStep, "db_failover": DbFailoverStep,
+    "former_primary_trap": FormerPrimaryTrapStep, "set_passive": SetPassiveStep,
+}
+KINDS = tuple(STEP_TYPES)
+
+Step = Annotated[
+    ToxicStep | LinkDownStep | PartitionStep | KillStep | StopStep | PauseStep | RestartStep | DbFailoverStep
+    | FormerPrimaryTrapStep | SetPassiveStep,
+    Field(discriminator="kind"),
+]
+
+
+# --- the plan --------------------------------------------------------------------------------------------
+class Workload(Strict):
+    """What the clients do during the whole run (warmup, faults, quiet period)."""
+
+    rate: Annotated[float, Field(gt=0, le=10_000, description="submissions per second, all clients")] = 10.0
+    clients: Annotated[int, Field(ge=1, le=256)] = 4
+    cross_participant_ratio: Fraction = 0.3
+    resubmit_ratio: Fraction = 0.05
+    duration_s: PosSeconds | None = Field(None, description="default: the whole run")
+    participants: Annotated[list[str], Field(min_length=1)] = ["p1", "p2"]
+    via: Literal["lb", "direct"] = "lb"
+
+    @field_validator("participants")
+    @classmethod
+    def _known_participants(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        model = model_from(info)
+        known = sorted(p for p, reps in model.pairs.items() if model.service(reps[0]).role == "participant")
+        if not model.links:  # the postgres-only profile has no participants: nothing to check against
+            return v
+        for p in v:
+            if p not in known:
+                raise ValueError(f"unknown participant {p!r} (known: {', '.join(known)})")
+        return v
+
+
+class Expect(Strict):
+    """Guards: if the expected event never happened, the run is UNKNOWN, not a pass."""
+
+    failover: list[str] = Field(default_factory=list, description="pairs that must fail over at least once")
+    primary_change: bool = False
+
+    @field_validator("failover")
+    @classmethod
+    def _known_pairs(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        pairs = model_from(info).pairs
+        for p in v:
+            if p not in pairs:
+                raise ValueError(f"unknown pair {p!r} (pairs: {', '.join(sorted(pairs))})")
+        return v
+
+
+class Plan(Strict):
+    version: Literal[1]
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,79}$")]
+    description: Annotated[str, Field(min_length=1)]
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    workload: Workload = Workload()
+    warmup_s: Seconds = 5.0
+    steps: Annotated[list[Step], Field(max_length=200)]
+    quiet_period: PosSeconds = 20.0
+    recovery_bound_s: PosSeconds = 15.0
+    expect: Expect = Expect()
+
+    @model_validator(mode="after")
+    def _cross_references(self, info: ValidationInfo) -> Plan:
+        ctx = info.context if isinstance(info.context, dict) else {}
+        if ctx.get("skip_cross_references"):
+            return self  # the YAML loader runs them itself, to point at the right line
+        problems = cross_reference_problems(self, model_from(info))
+        if problems:
+            raise ValueError("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
+        return self
+
+
+def cross_reference_problems(plan: Plan, model: TopologyModel) -> list[tuple[tuple[str | int, ...], str]]:
+    """Checks that need the whole plan: step references, condition pairs, recovery bound vs quiet period."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for i, step in enumerate(plan.steps):
+        for field, cond in (("after", step.after_condition()), ("until", step.until_condition())):
+            if cond is None:
+                continue
+            if cond.name == "failover" and cond.arg not in model.pairs:
+                problems.append((("steps", i, field), f"unknown pair {cond.arg!r} "
+                                 f"(pairs: {', '.join(sorted(model.pairs))})"))
+            if cond.name.startswith("step_"):
+                n = int(cond.arg)  # type: ignore[arg-type]
+                ok = n < i if field == "after" else (n != i and n < len(plan.steps))
+                if not ok:
+                    problems.append((("steps", i, field), f"{cond} must refer to "
+                                     + ("an earlier step" if field == "after" else "another step")))
+    if plan.recovery_bound_s > plan.quiet_period:
+        problems.append((("recovery_bound_s",), f"{plan.recovery_bound_s:g} exceeds quiet_period "
+                         f"({plan.quiet_period:g}): recovery could not be confirmed"))
+    return problems
+
+
+def validate_plan(data: Any, model: TopologyModel | None = None) -> Plan:
+    """Validate plain data (from YAML/JSON) into a Plan; raises pydantic.ValidationError."""
+    return Plan.model_validate(data, context={"model": model or _reference()})
+
+
+def plan_to_data(plan: Plan) -> dict[str, Any]:
+    """Plain data for YAML/JSON output, defaults left out so files stay short; keys in a readable order."""
+    data = plan.model_dump(mode="json", exclude_defaults=True)
+    data["version"] = SCHEMA_VERSION
+    data.setdefault("steps", [])
+    order = ["kind", "at", "after", "delay", "target", "params", "duration", "until", "max_wait", "note"]
+    data["steps"] = [{k: s[k] for k in order if k in s} for s in data["steps"]]
+    head = ["version", "name", "description", "seed", "workload", "warmup_s", "steps", "quiet_period",
+            "recovery_bound_s", "expect"]
+    return {k: data[k] for k in head if k in data}
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Plan.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://ha-chaos.invalid/fault_plans/schema.json"
+    schema["title"] = "ha-chaos fault plan, version 1"
+    return schema

@@ -1,0 +1,206 @@
+"""Every fault kind applied to the live reference topology: its effect observed independently, then undone.
+
+Also: a harness process SIGKILLed mid-plan leaves faults behind; ``ha-chaos heal`` (journal) removes them all.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.campaign import heal_runs
+from harness.faults.live import LiveInjector, LiveView
+from harness.plans.injector import Resolution
+from harness.plans.journal import JOURNAL_NAME, open_faults
+from harness.plans.schema import STEP_TYPES
+from harness.runner import settle
+from harness.topology import pg
+from harness.topology.compose import Topology
+
+pytestmark = pytest.mark.integration
+
+
+def _step(topo: Topology, kind: str, **fields):
+    return STEP_TYPES[kind].model_validate({"kind": kind, "at": 0, **fields}, context={"model": topo.model})
+
+
+def _res(targets: list[str], groups: list[list[str]] | None = None, n: int = 0) -> Resolution:
+    return Resolution(n, f"hc-test-{time.monotonic_ns()}-s{n}", targets, groups)
+
+
+def _reaches(topo: Topology, src: str, host: str, port: int) -> bool:
+    code = (f"import socket\ntry:\n socket.create_connection(('{host}',{port}),1.5).close(); print('ok')\n"
+            "except Exception as e: print('no')")
+    _, out = topo.container(src).exec_run(["python3", "-c", code])
+    return out.decode().strip() == "ok"
+
+
+@pytest.fixture
+def live(topology: Topology):
+    settle(topology)
+    inj = LiveInjector(topology)
+    yield topology, inj
+    settle(topology)
+
+
+def test_toxic_and_link_down(live) -> None:
+    topo, inj = live
+    res = _res(["p1a-db"])
+    applied = inj.apply(_step(topo, "toxic", target="p1a-db", duration=5,
+                              params={"type": "latency", "attributes": {"latency": 50}}), res)
+    assert applied.verify()
+    assert [t.name for t in inj.proxy.toxics("p1a-db")] == [res.fault_id]
+    applied.undo()
+    assert inj.proxy.toxics("p1a-db") == []
+
+    res = _res(["p2b-seq1"])
+    applied = inj.apply(_step(topo, "link_down", target="p2b-seq1", duration=5), res)
+    assert applied.verify() and not inj.proxy.proxy("p2b-seq1").enabled
+    applied.undo()
+    assert inj.proxy.proxy("p2b-seq1").enabled
+
+
+def test_partition_two_way_and_one_way(live) -> None:
+    topo, inj = live
+    assert _reaches(topo, "seq3", "faultproxy", 8474)
+    res = _res(["seq3", "faultproxy"], [["seq3"], ["faultproxy"]])
+    applied = inj.apply(_step(topo, "partition", duration=5,
+                              params={"groups": [["seq3"], ["faultproxy"]]}), res)
+    assert applied.verify()
+    assert not _reaches(topo, "seq3", "faultproxy", 8474)
+    applied.undo()
+    assert _reaches(topo, "seq3", "faultproxy", 8474)
+
+    # one way: what the first group sends to the others is dropped; the reverse direction still connects
+    res = _res(["seq3", "seq2"], [["seq3"], ["seq2"]], 1)
+    applied = inj.apply(_step(topo, "partition", duration=5,
+                              params={"groups": [["seq3"], ["seq2"]], "direction": "one_way"}), res)
+    assert applied.verify()
+    assert not _reaches(topo, "seq3", "seq2", 8080)
+    applied.undo()
+    assert _reaches(topo, "seq3", "seq2", 8080)
+
+
+@pytest.mark.parametrize("kind,state", [("kill", "exited"), ("stop", "exited"), ("pause", "paused")])
+def test_container_faults(live, kind: str, state: str) -> None:
+    topo, inj = live
+    params = {"timeout_s": 1} if kind == "stop" else {}
+    applied = inj.apply(_step(topo, kind, target="seq3", duration=5, params=params), _res(["seq3"]))
+    assert applied.verify()
+    assert topo.container("seq3").status == state
+    assert applied.effects.stops == ["seq3"]
+    applied.undo()
+    topo.container("seq3").reload()
+    assert topo.container("seq3").status == "running"
+
+
+def test_restart(live) -> None:
+    topo, inj = live
+    before = topo.container("seq2").attrs["State"]["StartedAt"]
+    applied = inj.apply(_step(topo, "restart", target="seq2"), _res(["seq2"]))
+    assert applied.verify()
+    assert topo.container("seq2").attrs["State"]["StartedAt"] != before
+
+
+@pytest.mark.parametrize("mode", ["kill_primary", "switchover", "pause_primary", "isolate_primary"])
+def test_db_failover_changes_the_primary(live, mode: str) -> None:
+    topo, inj = live
+    old = pg.leader(topo)
+    timing = {} if mode == "switchover" else {"duration": 5}  # a switchover happens once: nothing to undo
+    applied = inj.apply(_step(topo, "db_failover", params={"mode": mode}, **timing), _res([old]))
+    assert applied.verify(), f"{mode}: no new leader"
+    new = pg.leader(topo)
+    assert new not in (None, old)
+    applied.undo()
+    # after the undo the cluster must heal: one leader, every member running. Which node leads is Patroni's
+    # business - a paused primary that wakes up may take its leadership back before the standby finished promoting.
+    pg.await_condition("one leader and every member running", lambda: pg.leader(topo) is not None and all(
+        m.get("state") in ("running", "streaming") for m in pg.members(topo).values())
+        and len(pg.members(topo)) == 2, 120)
+
+
+def test_former_primary_trap_routes_to_the_standby(live) -> None:
+    topo, inj = live
+    leader = pg.leader(topo)
+    applied = inj.apply(_step(topo, "former_primary_trap", target="p2b-db", duration=5), _res(["p2b-db"]))
+    assert applied.verify()
+    standby = next(s for s in topo.model.replicas("postgres") if s != leader)
+    assert inj.proxy.proxy("p2b-db").upstream == f"{standby}:5432"
+    applied.undo()
+    assert inj.proxy.proxy("p2b-db").upstream == "pg-lb:5432"
+
+
+def test_live_view_sees_roles(live) -> None:
+    topo, _ = live
+    view = LiveView(topo)
+    assert view.pg_primary() in ("pg1", "pg2")
+    for pair, replicas in topo.model.pairs.items():
+        assert view.active(pair) in replicas
+
+
+PLAN = """
+version: 1
+name: leave-faults-behind
+description: long faults, so the harness is killed while they are in effect
+seed: 1
+warmup_s: 0
+steps:
+  - {kind: toxic, at: 0, target: p2b-seq2, duration: 300, params: {type: latency, attributes: {latency: 100}}}
+  - {kind: pause, at: 0, target: seq3, duration: 300}
+  - {kind: partition, at: 0, duration: 300, params: {groups: [[seq2], [faultproxy]]}}
+quiet_period: 5
+recovery_bound_s: 5
+"""
+
+CHILD = """
+import sys
+from pathlib import Path
+from harness.faults.live import LiveInjector, LiveView
+from harness.history import HistoryWriter
+from harness.plans.executor import Executor
+from harness.plans.loader import parse_plan
+from harness.topology.compose import Topology
+topo = Topology.attach(sys.argv[1])
+run_dir = Path(sys.argv[2])
+plan = parse_plan(Path(sys.argv[3]).read_text(), sys.argv[3], topo.model)
+Executor(plan, LiveInjector(topo), LiveView(topo), HistoryWriter(run_dir / "history.jsonl"), run_dir,
+         run_id=topo.run_id).run()
+"""
+
+
+def test_sigkill_mid_plan_then_heal_leaves_nothing(live, tmp_path: Path) -> None:
+    topo, inj = live
+    from harness.topology import registry
+
+    registry.set_detached(topo.run_id, True)  # so the child can attach to it
+    run_dir = tmp_path / "runs" / "leave-faults-behind" / "t1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "topology.json").write_text(json.dumps({"run_id": topo.run_id}))
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(PLAN)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, topo.run_id, str(run_dir), str(plan_path)])
+    try:
+        journal = run_dir / JOURNAL_NAME
+        pg.await_condition("three applied faults in the journal",
+                           lambda: journal.exists() and journal.read_text().count('"op":"applied"') >= 3, 90)
+        pg.await_condition("the pause to take", lambda: topo.container("seq3").status == "paused", 30)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        assert len(open_faults(journal)) == 3
+        assert inj.proxy.toxics("p2b-seq2"), "nothing was left behind: the test would prove nothing"
+        heal_runs(tmp_path / "runs")
+        assert open_faults(journal) == []
+        assert inj.proxy.toxics("p2b-seq2") == []
+        topo.container("seq3").reload()
+        assert topo.container("seq3").status == "running"
+        assert not [ln for ln in inj._iptables("seq2", ["-S", "INPUT"]).stdout.splitlines() if "hc-" in ln]
+    finally:
+        registry.set_detached(topo.run_id, False)
+        if child.poll() is None:
+            child.kill()
