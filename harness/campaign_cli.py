@@ -1,0 +1,124 @@
+"""Sub-commands ``run`` (the main job), ``replay``, ``shrink`` and ``heal``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.campaign import CURATED_DIR, Campaign, console, generate_plans, heal_runs, runner_for
+from harness.errors import InputError
+from harness.plans.loader import load_plan, save_found
+from harness.plans.schema import Plan
+from harness.plans.shrink import replay, shrink
+
+
+def _load(paths: list[str]) -> list[Plan]:
+    files: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files += sorted(path.glob("*.yaml"))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError(f"plan file {p} does not exist", "pass a plan file or a directory of plans")
+    return [load_plan(f) for f in files]
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    if not args.no_setup:
+        from harness.platform.setup import setup
+
+        for line in setup(images=True):
+            console.print(f"setup: {line}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    plans = _load(args.plans or [str(CURATED_DIR)])
+    if args.generate:
+        plans += generate_plans(args.generate, args.seed)
+    if not plans:
+        raise InputError("no plan to run", "pass plan files, a directory, or --generate N")
+    _prepare(args)
+    for line in heal_runs(Path(args.runs_dir)):  # faults a crashed earlier campaign left open in its journal
+        console.print(f"heal: {line}")
+    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", seed=args.seed, keep=args.keep)
+    code = campaign.run_all(plans)
+    for o in campaign.outcomes:
+        if o.verdict == "fail" and o.plan.startswith("generated-"):
+            plan = next(p for p in plans if p.name == o.plan)
+            console.print(f"failing generated plan saved to {save_found(plan)}")
+    return code
+
+
+def _replay(args: argparse.Namespace) -> int:
+    plan = _load([args.plan])[0]
+    _prepare(args)
+    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep)
+    with campaign.topology() as topo:
+        result = replay(plan, runner_for(campaign, topo), args.times)
+    console.print(f"replayed {plan.name} {args.times} time(s)")
+    for inv, n in sorted(result.failures.items()):
+        console.print(f"  invariant {inv} failed in {n}/{result.runs} runs ({result.rate(inv):.0%} reproduction)")
+    if not result.failures:
+        console.print("  no invariant failed in any run")
+    return campaign.exit_code()
+
+
+def _shrink(args: argparse.Namespace) -> int:
+    plan = _load([args.plan])[0]
+    _prepare(args)
+    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep)
+    with campaign.topology() as topo:
+        result = shrink(plan, runner_for(campaign, topo), args.invariant, k=args.times, max_runs=args.max_runs)
+    console.print(f"shrunk {plan.name} for invariant {result.invariant} in {result.runs} runs: "
+                  f"{len(plan.steps)} -> {len(result.minimal.steps)} steps; "
+                  f"accepted: {', '.join(result.accepted) or '-'}")
+    console.print(f"minimal plan saved to {save_found(result.minimal)}")
+    return 0
+
+
+def _heal(args: argparse.Namespace) -> int:
+    lines = heal_runs(Path(args.runs_dir))
+    for line in lines:
+        console.print(line)
+    if not lines:
+        console.print("no open fault in any journal")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
+    p.add_argument("--bugs", help="reference-node bug switches for this topology (comma list)")
+    p.add_argument("--keep", action="store_true", help="leave the topology up if a run did not pass")
+    p.add_argument("--no-setup", action="store_true", help="skip `ha-chaos setup` (daemon, compose, images)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the main job: set up, start the topology, run the chaos campaign, report",
+                       description="Runs the curated plans in fault_plans/ (or the given ones) plus N generated "
+                                   "ones on one reference topology, prints a summary and the report paths. "
+                                   "Exit 0 all passed, 1 an invariant failed, 2 unknown, 3+ harness error.")
+    p.add_argument("plans", nargs="*", help="plan files or directories (default: fault_plans/)")
+    p.add_argument("--generate", type=int, default=0, metavar="N", help="also run N Hypothesis-generated plans")
+    p.add_argument("--seed", type=int, default=0, help="seed for generated plans and the fault proxy")
+    _common(p)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("replay", help="run one plan K times; how often each invariant failed")
+    p.add_argument("plan")
+    p.add_argument("--times", type=int, default=3)
+    _common(p)
+    p.set_defaults(func=_replay)
+
+    p = sub.add_parser("shrink", help="minimise a failing plan (flake-tolerant: fails in >= 1 of K runs)")
+    p.add_argument("plan")
+    p.add_argument("--times", type=int, default=2, help="K: runs per candidate")
+    p.add_argument("--invariant", help="the invariant that must keep failing (default: the first that fails)")
+    p.add_argument("--max-runs", type=int, default=60)
+    _common(p)
+    p.set_defaults(func=_shrink)
+
+    p = sub.add_parser("heal", help="undo faults left open in run journals (after a crash of the harness)")
+    p.add_argument("--runs-dir", default="runs")
+    p.set_defaults(func=_heal)

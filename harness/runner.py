@@ -1,0 +1,154 @@
+"""One run of one plan against a live topology: workload + executor -> history -> checkers -> report.
+
+Data flows one way (ARCHITECTURE.md): the executor never judges and the checkers never touch Docker. This module
+only wires them: it creates the run directory, starts the workload, lets the executor fire and heal the faults,
+stops the workload after the quiet period, collects the single-writer evidence and the container logs, then has
+``harness.report.check_run`` judge and render. Between runs on a shared topology, ``settle`` brings it back to a
+clean state (every container running, no toxic, a PG leader and one active replica per pair) or says why not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from harness.checkers import CheckContext, CheckResult
+from harness.errors import HarnessError
+from harness.faults.live import LiveInjector, LiveView
+from harness.history import HistoryWriter
+from harness.plans.executor import ExecutionResult, Executor
+from harness.plans.loader import dump_plan
+from harness.plans.schema import Plan
+from harness.report import RunDir, check_run
+from harness.sut.client import HealthClient, Indeterminate
+from harness.topology import pg
+from harness.topology.compose import COMPOSE_DIR, PROFILE_FILES, Topology
+from harness.workload import Endpoints, Workload, WorkloadConfig
+
+log = logging.getLogger("ha-chaos.runner")
+EXIT = {"pass": 0, "fail": 1, "unknown": 2, "error": 3}
+EVIDENCE_NODES = ("p1", "p2", "med1")
+
+
+@dataclass
+class RunOutcome:
+    plan: str
+    verdict: str  # pass / fail / unknown / error
+    run_dir: Path
+    results: list[CheckResult]
+    execution: ExecutionResult | None
+    duration_s: float
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT[self.verdict]
+
+    @property
+    def failed_invariants(self) -> list[str]:
+        return [r.invariant for r in self.results if r.verdict == "fail"]
+
+
+def settle(topo: Topology, timeout: float = 120) -> None:
+    """Bring a shared topology back to a clean state between runs, or raise naming what did not recover."""
+    inj = LiveInjector(topo)
+    for svc in topo.model.service_names:
+        inj.ensure_running(svc)
+    inj.proxy.reset()  # Toxiproxy semantics: every proxy enabled, every toxic removed
+    for lk in topo.model.links:  # undo any re-pointed upstream (former-primary trap)
+        if inj.proxy.proxy(lk.name).upstream != lk.upstream:
+            inj.proxy.update_proxy(lk.name, upstream=lk.upstream)
+    topo.wait_healthy(timeout, services=topo.model.service_names)
+    view = LiveView(topo)
+    pg.await_condition("a PostgreSQL leader", view.pg_primary, timeout)
+    # a rejoining former leader must stream again, or the next plan's switchover/failover has no candidate
+    for member in topo.model.replicas("postgres"):
+        pg.await_condition(f"{member} running in the Patroni cluster",
+                           lambda m=member: pg.members(topo).get(m, {}).get("state") in ("running", "streaming"),
+                           timeout, interval=0.5)
+    for pair in topo.model.pairs:
+        pg.await_condition(f"one active replica of {pair}", lambda p=pair: view.active(p), timeout, interval=0.5)
+
+
+def _collect_evidence(ep: Endpoints, history: HistoryWriter, nodes: tuple[str, ...]) -> None:
+    async def one(node: str) -> None:
+        errors = []
+        async with aiohttp.ClientSession() as session:
+            for replica in ep.topo.model.replicas(node):
+                url = ep.health(replica)
+                if url is None:
+                    errors.append(f"{replica}: not reachable")
+                    continue
+                try:
+                    data = await HealthClient(url, session, timeout=5).evidence()
+                    history.ok("harness", "evidence", {"node": node, "epochs": data.get("epochs", [])})
+                    return
+                except Indeterminate as exc:
+                    errors.append(f"{replica}: {exc}")
+        history.fail("harness", "evidence", {"node": node, "error": "; ".join(errors)})
+
+    async def all_nodes() -> None:
+        await asyncio.gather(*(one(n) for n in nodes))
+
+    ep.refresh(force=True)
+    asyncio.run(all_nodes())
+
+
+def _collect_logs(topo: Topology, rd: RunDir, since: float) -> None:
+    for svc, c in topo.containers().items():
+        try:
+            rd.log_path(svc).write_bytes(c.logs(since=int(since), timestamps=True))
+        except Exception as exc:  # a container that vanished must not cost the whole report
+            log.warning("logs of %s not collected: %s", svc, exc)
+
+
+def topology_info(topo: Topology, seed: int, bugs: str) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for f in PROFILE_FILES[topo.profile]:
+        digest.update((COMPOSE_DIR / f).read_bytes())
+    images = {svc: c.attrs.get("Image", "") for svc, c in topo.containers().items()}
+    return {"run_id": topo.run_id, "profile": topo.profile, "compose_sha256": digest.hexdigest(), "seed": seed,
+            "bugs": bugs, "images": images}
+
+
+def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = "",
+             plan_path: str | None = None) -> RunOutcome:
+    """Run ``plan`` once on ``topo`` (which must be settled) and judge it. Never leaves a fault behind."""
+    t_start = time.time()
+    t0 = time.monotonic()
+    rd = RunDir.create(runs_dir, plan.name)
+    rd.write_plan(dump_plan(plan))
+    history = HistoryWriter(rd.history_path)
+    ep = Endpoints(topo)
+    nonce = rd.timestamp.replace(".", "")[-10:] + "-"
+    workload = Workload(ep, history, WorkloadConfig.from_plan(plan.workload, plan.seed, nonce)).start()
+    execution: ExecutionResult | None = None
+    error: str | None = None
+    try:
+        executor = Executor(plan, LiveInjector(topo), LiveView(topo), history, rd.path, run_id=topo.run_id)
+        execution = executor.run()
+    except HarnessError as exc:
+        error = exc.what
+    finally:
+        workload.stop(drain_s=3.0)
+    try:
+        _collect_evidence(ep, history, tuple(n for n in EVIDENCE_NODES if topo.model.replicas(n)))
+    finally:
+        history.close()
+    _collect_logs(topo, rd, t_start - 1)
+    rd.write_topology(topology_info(topo, plan.seed, bugs))
+    ctx = CheckContext(recovery_bound_s=plan.recovery_bound_s, expect=plan.expect.model_dump(mode="json"))
+    verdict, results = check_run(rd, ctx=ctx)
+    if execution is not None and execution.harness_error:
+        failed = [f"step {s.index} ({s.kind}): {s.state}" for s in execution.steps if s.state == "failed"]
+        error = error or "; ".join(failed + execution.heal_errors) or "the plan was aborted"
+    if error and verdict != "fail":
+        verdict = "error"
+    return RunOutcome(plan.name, verdict, rd.path, results, execution, time.monotonic() - t0, error)

@@ -1,0 +1,347 @@
+"""The workload: N submitting clients, stream readers that resume across failovers, and 250 ms probes.
+
+Everything runs as asyncio tasks on one event loop in a background thread, so the plan executor (synchronous,
+main thread) and the workload share only the HistoryWriter (thread-safe) and the clock. Every random choice
+draws from ``random.Random`` seeded from the run seed; real containers still decide timing (no pretence of
+determinism there).
+
+Client behaviour follows what a Canton application does: a submission carries a change ID (user, act_as,
+command_id) and a fresh submission id per attempt; on a timeout or UNAVAILABLE it retries with the *same*
+command id (idempotency comes from deduplication); SUBMISSION_ALREADY_IN_FLIGHT and other definite refusals end
+the attempt chain. A share of commands are deliberate resubmissions of change IDs already completed OK, which
+must come back as DUPLICATE_COMMAND with the original offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from harness.history import HistoryWriter
+from harness.sut.client import HealthClient, Indeterminate, LedgerClient, SequencerApiClient, StreamEnded
+from harness.topology import pg
+from harness.workload.endpoints import Endpoints
+
+log = logging.getLogger("ha-chaos.workload")
+
+PARTIES = {"p1": ["alice", "bob"], "p2": ["carol", "dave"]}
+RETRYABLE = {"NODE_IS_PASSIVE_REPLICA", "SYNC_SERVICE_BECAME_PASSIVE", "UNAVAILABLE", "HTTP_502", "HTTP_503",
+             "HTTP_504"}
+SEQ_MEMBERS = ("harness-observer", "p1", "p2")
+
+
+@dataclass
+class WorkloadConfig:
+    rate: float = 10.0
+    clients: int = 4
+    cross_participant_ratio: float = 0.3
+    resubmit_ratio: float = 0.05
+    participants: list[str] = field(default_factory=lambda: ["p1", "p2"])
+    via: str = "lb"
+    seed: int = 0
+    #: namespaces command ids: runs share a topology and deduplication lasts for days, so a replayed plan must not
+    #: collide with its earlier runs (which would turn fresh commands into DUPLICATE_COMMAND)
+    run_nonce: str = ""
+    retry_deadline_s: float = 30.0
+    request_timeout_s: float = 5.0
+    probe_interval_s: float = 0.25
+
+    @classmethod
+    def from_plan(cls, w: Any, seed: int, run_nonce: str = "") -> WorkloadConfig:
+        return cls(rate=w.rate, clients=w.clients, cross_participant_ratio=w.cross_participant_ratio,
+                   resubmit_ratio=w.resubmit_ratio, participants=list(w.participants), via=w.via, seed=seed,
+                   run_nonce=run_nonce)
+
+
+@dataclass
+class Stats:
+    submitted: int = 0
+    acknowledged: int = 0
+    completions: int = 0
+    transactions: int = 0
+    probes: int = 0
+
+
+class Workload:
+    def __init__(self, endpoints: Endpoints, history: HistoryWriter, config: WorkloadConfig) -> None:
+        self.ep = endpoints
+        self.h = history
+        self.cfg = config
+        self.stats = Stats()
+        self.completed_ok: dict[str, list[dict[str, Any]]] = {p: [] for p in PARTIES}
+        self._commands: dict[tuple[str, str], dict[str, Any]] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._stop_submit = asyncio.Event()
+        self._stop_all = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = threading.Event()
+
+    # --- lifecycle (called from the main thread) ---------------------------------------------------------
+    def start(self) -> Workload:
+        self._thread = threading.Thread(target=self._run_loop, name="workload", daemon=True)
+        self._thread.start()
+        self._ready.wait(90)  # the ledger ends are read first (see _ledger_end)
+        return self
+
+    def stop_submitting(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop_submit.set)
+
+    def stop(self, drain_s: float = 5.0) -> None:
+        """Stop submitting, let readers catch up for ``drain_s``, then stop everything and join."""
+        if self._thread is None:
+            return
+        self.stop_submitting()
+        self._stop_all_after(drain_s)
+        self._thread.join(timeout=drain_s + 30)
+        self._thread = None
+
+    def _stop_all_after(self, delay: float) -> None:
+        self._loop.call_soon_threadsafe(lambda: self._loop.call_later(delay, self._stop_all.set))
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=2)
+        async with aiohttp.ClientSession(timeout=timeout) as self._session:
+            starts = {p: await self._ledger_end(p) for p in PARTIES}
+            self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.cfg.clients)]
+            for p in PARTIES:
+                self._tasks.append(asyncio.create_task(self._reader(p, "completions", starts[p][1])))
+                self._tasks.append(asyncio.create_task(self._reader(p, "transactions", starts[p][0])))
+            for m in SEQ_MEMBERS:
+                self._tasks.append(asyncio.create_task(self._seq_reader(m)))
+            self._tasks.append(asyncio.create_task(self._probe()))
+            self._ready.set()
+            await self._stop_all.wait()
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- submitting clients ------------------------------------------------------------------------------
+    async def _client(self, idx: int) -> None:
+        rng = random.Random(f"{self.cfg.seed}/client/{idx}")
+        proc = f"client-{idx}"
+        interval = self.cfg.clients / self.cfg.rate
+        loop = asyncio.get_running_loop()
+        next_t = loop.time() + rng.random() * interval
+        n = 0
+        while not self._stop_submit.is_set():
+            await asyncio.sleep(max(0.0, next_t - loop.time()))
+            next_t += interval
+            if self._stop_submit.is_set():
+                break
+            p = rng.choice(self.cfg.participants)
+            pool = self.completed_ok[p]
+            if pool and rng.random() < self.cfg.resubmit_ratio:
+                cmd = {**rng.choice(pool), "resubmit": True}
+            else:
+                n += 1
+                act_as = [rng.choice(PARTIES[p])]
+                informees = {p}
+                if rng.random() < self.cfg.cross_participant_ratio:
+                    other = rng.choice([q for q in PARTIES if q != p])
+                    informees.add(other)
+                    parties = [*act_as, rng.choice(PARTIES[other])]
+                else:
+                    parties = list(act_as)
+                cmd = {"participant": p, "command_id": f"c{self.cfg.run_nonce}{self.cfg.seed}-{idx}-{n}",
+                       "user": f"user-{idx}",
+                       "act_as": act_as, "informee_parties": parties, "informees": sorted(informees),
+                       "resubmit": False}
+                self._commands[(p, cmd["command_id"])] = cmd
+            await self._submit(proc, cmd, rng)
+
+    async def _submit(self, proc: str, cmd: dict[str, Any], rng: random.Random) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.retry_deadline_s
+        attempt = 0
+        backoff = 0.1
+        while loop.time() < deadline and not self._stop_all.is_set():
+            attempt += 1
+            url = self.ep.ledger(cmd["participant"], self.cfg.via)
+            if url is None:
+                self.ep.refresh()
+                await asyncio.sleep(backoff)
+                continue
+            sub_id = f"{cmd['command_id']}-{'r' if cmd['resubmit'] else 's'}{attempt}-{rng.getrandbits(32):08x}"
+            value = {k: cmd[k] for k in ("participant", "command_id", "user", "act_as", "informees", "resubmit")}
+            value.update(submission_id=sub_id, attempt=attempt, via=self.cfg.via)
+            self.h.invoke(proc, "submit", value)
+            self.stats.submitted += 1
+            client = LedgerClient(url, self._session, timeout=self.cfg.request_timeout_s)
+            try:
+                res = await client.submit(user=cmd["user"], act_as=cmd["act_as"], command_id=cmd["command_id"],
+                                          submission_id=sub_id, informees=cmd["informee_parties"],
+                                          payload={"cmd": cmd["command_id"]})
+            except Indeterminate as exc:
+                self.h.info(proc, "submit", {**value, "error": exc.kind})
+            else:
+                if res.ok:
+                    self.h.ok(proc, "submit", {**value, "replica": res.replica})
+                    self.stats.acknowledged += 1
+                    return
+                self.h.fail(proc, "submit", {**value, "error": res.error, "http_status": res.http_status,
+                                             "replica": res.replica})
+                if res.error not in RETRYABLE:
+                    return
+            self.ep.refresh()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    # --- stream readers ------------------------------------------------------------------------------------
+    async def _ledger_end(self, participant: str, timeout: float = 60.0) -> tuple[int, int]:
+        """(transaction offset, completion offset) at the start: a run reads only what happens during it, as an
+        application subscribing "from now" would; earlier runs on the same topology are not its business."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            url = self.ep.ledger(participant)
+            if url:
+                try:
+                    status, body = await LedgerClient(url, self._session, timeout=2)._json("GET", "/v1/ledger_end")
+                    if status == 200:
+                        return int(body.get("offset") or 0), int(body.get("completion_offset") or 0)
+                except Indeterminate:
+                    pass
+            self.ep.refresh()
+            await asyncio.sleep(0.3)
+        log.warning("ledger end of %s unknown after %.0f s: streams start from 0", participant, timeout)
+        return 0, 0
+
+    async def _reader(self, participant: str, kind: str, start: int = 0) -> None:
+        proc = f"{kind}-{participant}"
+        key = "completion_offset" if kind == "completions" else "offset"
+        cursor, reason = start, "start"
+        while not self._stop_all.is_set():
+            url = self.ep.ledger(participant)
+            if url is None:
+                self.ep.refresh()
+                await asyncio.sleep(0.2)
+                continue
+            self.h.info(proc, "subscribe", {"participant": participant, "from_offset": cursor, "reason": reason})
+            client = LedgerClient(url, self._session, timeout=self.cfg.request_timeout_s)
+            stream = client.completions(cursor) if kind == "completions" else client.transactions(cursor)
+            try:
+                async for item in stream:
+                    self._record_stream_item(proc, participant, kind, item)
+                    cursor = max(cursor, int(item.get(key) or cursor))
+                reason = "ended"
+            except StreamEnded:
+                reason = "failover"
+            except (TimeoutError, Indeterminate, aiohttp.ClientError, ValueError):
+                reason = "error"
+            self.ep.refresh()
+            await asyncio.sleep(0.2)
+
+    def _record_stream_item(self, proc: str, participant: str, kind: str, item: dict[str, Any]) -> None:
+        if kind == "completions":
+            value = {k: item.get(k) for k in ("command_id", "user", "act_as", "submission_id", "status", "offset",
+                                              "existing_submission_id", "tx_id", "completion_offset", "replica",
+                                              "record_time")}
+            value["participant"] = participant
+            if item.get("early"):
+                value["early"] = True
+            self.h.ok(proc, "completion", value)
+            self.stats.completions += 1
+            original = self._commands.get((participant, str(value["command_id"])))
+            if value["status"] == "OK" and original is not None and not item.get("early"):
+                self.completed_ok[participant].append(original)
+        else:
+            value = {k: item.get(k) for k in ("offset", "tx_id", "command_id", "user", "act_as", "submitter",
+                                              "record_time", "payload_hash", "replica")}
+            value["participant"] = participant
+            value["informees"] = item.get("informee_participants") or []
+            self.h.ok(proc, "transaction", value)
+            self.stats.transactions += 1
+
+    async def _seq_reader(self, member: str) -> None:
+        proc = f"seqreader-{member}"
+        sequencers = self.ep.topo.model.replicas("sequencer")
+        i, last = 0, None
+        while not self._stop_all.is_set():
+            seq = sequencers[i % len(sequencers)]
+            url = self.ep.sequencer(seq)
+            if url is None:
+                i += 1
+                self.ep.refresh()
+                await asyncio.sleep(0.2)
+                continue
+            frm = 0 if last is None else last  # inclusive: the first event must repeat the last one seen
+            self.h.info(proc, "seq_subscribe", {"member": member, "sequencer": seq, "from_counter": frm})
+            client = SequencerApiClient(url, self._session, timeout=self.cfg.request_timeout_s)
+            try:
+                async for ev in client.subscribe(member, frm, idle_timeout=5.0):
+                    self.h.ok(proc, "seq_event", {"member": member, "sequencer": ev.get("sequencer", seq),
+                                                  **{k: ev.get(k) for k in ("counter", "ts", "prev_ts",
+                                                                            "safe_watermark", "payload_hash")}})
+                    last = ev.get("counter", last)
+            except (TimeoutError, Indeterminate, aiohttp.ClientError, ValueError):
+                pass
+            i += 1  # re-subscribe to the next sequencer, as the model's sequencer client does
+            await asyncio.sleep(0.2)
+
+    # --- probes --------------------------------------------------------------------------------------------
+    async def _probe(self) -> None:
+        model = self.ep.topo.model
+        replicas = [r for reps in model.pairs.values() for r in reps] + model.replicas("sequencer")
+        participants = set(model.replicas("participant"))
+        while not self._stop_all.is_set():
+            t_next = asyncio.get_running_loop().time() + self.cfg.probe_interval_s
+            results = await asyncio.gather(*(self._probe_one(r, r in participants) for r in replicas))
+            self.h.ok("probe", "health", {"services": dict(zip(replicas, results, strict=True))})
+            self.h.ok("probe", "pg_primary", await self._pg_primary())
+            self.stats.probes += 1
+            await asyncio.sleep(max(0.0, t_next - asyncio.get_running_loop().time()))
+
+    async def _probe_one(self, service: str, participant: bool) -> dict[str, bool | None]:
+        url = self.ep.health(service)
+        if url is None:
+            return {"ready": None, "live": None, "api": None}
+        hc = HealthClient(url, self._session, timeout=1.0)
+        ready, live = await asyncio.gather(hc.ready(), hc.live())
+        api: bool | None = None
+        if participant:
+            api_url = self.ep.ledger_of_replica(service)
+            api = await _api_accepts(api_url, self._session) if api_url else None
+        return {"ready": ready, "live": live, "api": api}
+
+    async def _pg_primary(self) -> dict[str, Any]:
+        members: list[dict[str, Any]] = []
+        for svc in self.ep.topo.model.replicas("postgres"):
+            url = self.ep.patroni(svc)
+            if url is None or self._session is None:
+                continue
+            try:
+                async with self._session.get(url + "/cluster", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    data = await r.json()
+                members = data.get("members", [])
+                break
+            except (TimeoutError, aiohttp.ClientError, ValueError):
+                continue
+        return {"primary": pg.leader_of(members), "members": {m["name"]: m.get("role", "?") for m in members}}
+
+
+async def _api_accepts(url: str, session: aiohttp.ClientSession | None) -> bool | None:
+    """Whether a replica's Ledger API takes submissions right now: True, False (no listener, or 503
+    NODE_IS_PASSIVE_REPLICA), None (the probe timed out: unknown).
+
+    The probe is a submission with an empty body: a serving API rejects it as INVALID_ARGUMENT (400) before
+    touching any state, a passive replica refuses the connection or answers 503, and a replica that wrongly
+    serves while passive acknowledges it (202) - which is exactly what invariant 9 must see.
+    """
+    try:
+        status, _ = await LedgerClient(url, session, timeout=1.0)._json("POST", "/v1/commands/submit", {})
+    except Indeterminate as exc:
+        return False if exc.kind == "connection" else None
+    return status not in (502, 503, 504)
