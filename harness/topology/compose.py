@@ -197,7 +197,8 @@ class Topology:
     def containers(self) -> dict[str, Container]:
         client = docker_client()
         out = {}
-        for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
+        for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"},
+                                            ignore_removed=True):
             svc = c.labels.get("com.docker.compose.service")
             if svc:
                 out[svc] = c

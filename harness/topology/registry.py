@@ -88,7 +88,7 @@ def labelled_runs() -> set[str]:
     client = docker_client()
     runs: set[str] = set()
     flt = {"label": RUN_LABEL}
-    for c in client.containers.list(all=True, filters=flt):
+    for c in client.containers.list(all=True, filters=flt, ignore_removed=True):
         runs.add(c.labels.get(RUN_LABEL, ""))
     for n in client.networks.list(filters=flt):
         runs.add((n.attrs.get("Labels") or {}).get(RUN_LABEL, ""))
@@ -105,7 +105,7 @@ def remove_run_objects(run_id: str) -> dict[str, int]:
     client = docker_client()
     flt = {"label": f"{RUN_LABEL}={run_id}"}
     counts = {"containers": 0, "networks": 0, "volumes": 0}
-    for c in client.containers.list(all=True, filters=flt):
+    for c in client.containers.list(all=True, filters=flt, ignore_removed=True):
         try:
             c.remove(force=True, v=True)
             counts["containers"] += 1

@@ -36,7 +36,8 @@ class Endpoints:
                 return
             ports: dict[tuple[str, int], int] = {}
             client = docker_client()
-            for c in client.containers.list(filters={"label": f"{RUN_LABEL}={self.topo.run_id}"}):
+            for c in client.containers.list(filters={"label": f"{RUN_LABEL}={self.topo.run_id}"},
+                                            ignore_removed=True):
                 svc = c.labels.get("com.docker.compose.service")
                 for key, binds in (c.attrs["NetworkSettings"]["Ports"] or {}).items():
                     if binds and svc:

@@ -35,6 +35,7 @@ create table if not exists m_verdicts (request_id text primary key, verdict text
 class Aggregation:
     request_id: str
     expected: set[str]
+    ts: int
     deadline: int
     responses: dict[str, str] = field(default_factory=dict)
 
@@ -48,6 +49,7 @@ class MediatorNode:
         self.seq: SequencerClient | None = None
         self.fatal: BaseException | None = None
         self.dropped = 0
+        self.committed_ts: int | None = None   # sequencer time of the last event whose processing committed
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
         self._election_task: asyncio.Task[None] | None = None
@@ -108,7 +110,7 @@ class MediatorNode:
         kind = p.get("type") if isinstance(p, dict) else None
         if kind == "request" and self.cfg.node == p.get("mediator"):
             self.pending[p["request_id"]] = Aggregation(
-                p["request_id"], set(p["informee_participants"]),
+                p["request_id"], set(p["informee_participants"]), ts,
                 ts + int(self.cfg.timers.decision_timeout * 1e6))
         elif kind == "response":
             agg = self.pending.get(p["request_id"])
@@ -139,6 +141,7 @@ class MediatorNode:
                 await conn.execute("update m_state set last_counter = $1, last_ts = $2, last_hash = $3 where id = 1",
                                    last["counter"], last["ts"], last["payload_hash"])
             await writer.write(tx, what="mediator_events")
+            self.committed_ts = batch[-1]["ts"]
             for rid, verdict, deadline, reason in verdicts:
                 self._tasks.append(asyncio.create_task(self._send_verdict(rid, verdict, deadline, reason)))
             self._tasks = [t for t in self._tasks if not t.done()]
@@ -162,6 +165,7 @@ class MediatorNode:
 
         async def status() -> dict[str, Any]:
             return {**self.election.status(), "pending": len(self.pending), "dropped_responses": self.dropped,
+                    "committed_ts": self.committed_ts,
                     "sequencer": self.feed.client.current if self.feed else None,
                     "lock_connection_settings": await self.election.lock_connection_settings()}
 

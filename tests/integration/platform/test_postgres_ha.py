@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration
 def _objects(run_id: str) -> int:
     client = docker_client()
     flt = {"label": f"{RUN_LABEL}={run_id}"}
-    return (len(client.containers.list(all=True, filters=flt)) + len(client.networks.list(filters=flt))
-            + len(client.volumes.list(filters=flt)))
+    return (len(client.containers.list(all=True, filters=flt, ignore_removed=True))
+            + len(client.networks.list(filters=flt)) + len(client.volumes.list(filters=flt)))
 
 
 def test_leader_kill_with_synchronous_mode_loses_no_acknowledged_write(topology_factory) -> None:

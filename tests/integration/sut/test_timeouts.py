@@ -58,7 +58,11 @@ def test_mediator_failover_drops_in_flight_and_participants_time_out(pg: PgServe
             p2 = c.active("p2")
             c.cut_sequencers(p2.cfg.replica)      # p2 cannot confirm: the request stays in flight at med1
             assert (await c.submit("p1", user="u", act_as=["alice"], command_id="x", informees=["carol"])).ok
-            await wait_until(lambda: len(old_med.pending) == 1, 15, "mediator has the request in flight")
+            # in flight AND its processing committed: otherwise the next active re-reads the request from the
+            # last committed counter and decides it (a race, not the behaviour under test)
+            await wait_until(lambda: len(old_med.pending) == 1 and old_med.committed_ts is not None
+                             and all(a.ts <= old_med.committed_ts for a in old_med.pending.values()),
+                             15, "mediator has the request in flight, its processing committed")
             await old_med.election.set_passive()
             await wait_until(lambda: any(m.election.role == "active" and m is not old_med for m in c.mediators),
                              15, "the other mediator replica took over")
