@@ -100,9 +100,15 @@ def render(plan: Plan, console: Console | None = None, width: int = 48) -> None:
     """Print the plan as a table, one row per step, with a bar from its start to its end."""
     console = console or Console()
     tl = nominal_timeline(plan)
+    cells = [["#", "kind", "target", "start", "end"], ["", "warmup", "", "0", f"{tl.warmup_s:g}"],
+             ["", "quiet", "all healed", f"{tl.faults_end:g}", f"{tl.total:g}"]]
+    cells += [[str(r.index), r.kind, r.target, f"~{r.start:g}", f"~{r.end:g}"] for r in tl.rows]
+    text_width = sum(max(len(row[i]) for row in cells) + 3 for i in range(5)) + 4
+    # the text columns never wrap; on a narrow terminal the bar gives way (down to 12 characters)
+    width = max(12, min(width, console.width - text_width))
     table = Table(title=f"{plan.name}  (seed {plan.seed}, ~{tl.total:.0f} s)", title_justify="left")
     for col in ("#", "kind", "target", "start", "end"):
-        table.add_column(col, justify="right" if col in ("#", "start", "end") else "left")
+        table.add_column(col, justify="right" if col in ("#", "start", "end") else "left", no_wrap=True)
     table.add_column(f"0 s{' ' * (width - 5 - len(f'{tl.total:.0f}'))}{tl.total:.0f} s", no_wrap=True)
     table.add_row("", "warmup", "", "0", f"{tl.warmup_s:g}", _phase_bar(0, tl.warmup_s, tl.total, width, "dim"))
     for r in tl.rows:

@@ -134,9 +134,10 @@ class MediatorNode:
 
             async def tx(conn: asyncpg.Connection, batch: list[dict[str, Any]] = batch,
                          verdicts: list[tuple[str, str, int, str | None]] = verdicts) -> None:
-                for rid, verdict, _, _ in verdicts:
-                    await conn.execute("insert into m_verdicts (request_id, verdict, ts) values ($1, $2, $3) "
-                                       "on conflict do nothing", rid, verdict, batch[-1]["ts"])
+                if verdicts:
+                    await conn.execute("insert into m_verdicts (request_id, verdict, ts) select r, v, $3 "
+                                       "from unnest($1::text[], $2::text[]) as u(r, v) on conflict do nothing",
+                                       [v[0] for v in verdicts], [v[1] for v in verdicts], batch[-1]["ts"])
                 last = batch[-1]
                 await conn.execute("update m_state set last_counter = $1, last_ts = $2, last_hash = $3 where id = 1",
                                    last["counter"], last["ts"], last["payload_hash"])

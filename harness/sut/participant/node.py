@@ -24,7 +24,7 @@ from harness.sut.common.log import log
 from harness.sut.participant import store
 from harness.sut.participant.api import StreamHub, ledger_app
 from harness.sut.participant.dedup import DedupEntry, change_key, decide, dedup_period_us
-from harness.sut.participant.protocol import Ctx, completion_body, process_event, response_for
+from harness.sut.participant.protocol import Ctx, completion_body, process_batch, response_for
 from harness.sut.sequencer.client import EventFeed, NotSequenced, SequencerClient
 from harness.sut.sequencer.pure import EventValidator, Seen
 from harness.sut.sequencer.store import now_us
@@ -155,11 +155,8 @@ class ParticipantNode:
                          fx: store.Effects = fx) -> None:
                 fx.completions.clear()
                 fx.transactions.clear()
-                for ev in batch:
-                    await process_event(conn, self.ctx, fx, ev)
                 last = batch[-1]
-                await conn.execute("update p_state set last_counter = $1, last_ts = $2, last_hash = $3 where id = 1",
-                                   last["counter"], last["ts"], last["payload_hash"])
+                await process_batch(conn, self.ctx, fx, batch, (last["counter"], last["ts"], last["payload_hash"]))
 
             await writer.write(tx, what="process_events")
             self.last_event_ts = batch[-1]["ts"]
@@ -219,8 +216,8 @@ class ParticipantNode:
             if mem is not None:
                 entry = mem_entry
                 decision = decide(entry, now, period)
-            elif await store.claim_new(conn, key, req["submission_id"], req["request_id"]):
-                entry, decision = None, "new"
+            elif await store.claim_and_record(conn, req):
+                return "new", None, fx
             else:
                 entry = await store.load_dedup(conn, key)
                 decision = decide(entry, now, period)

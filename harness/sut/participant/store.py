@@ -81,6 +81,18 @@ async def claim_new(conn: asyncpg.Connection, key: str, submission_id: str, requ
         "on conflict do nothing returning true", key, submission_id, request_id))
 
 
+async def claim_and_record(conn: asyncpg.Connection, request: dict[str, Any]) -> bool:
+    """``claim_new`` + ``insert_inflight`` in one statement (one round trip): the in-flight row is written only if
+    this change ID had no dedup row yet; False means a row exists (then the caller decides)."""
+    return bool(await conn.fetchval(
+        "with c as (insert into p_dedup (change_key, state, submission_id, request_id) "
+        "values ($1, 'inflight', $2, $3) on conflict do nothing returning 1) "
+        "insert into p_inflight (request_id, change_key, submission_id, max_sequencing_time, request) "
+        "select $3, $1, $2, $4, $5 from c returning true",
+        request["change_key"], request["submission_id"], request["request_id"], request["max_sequencing_time"],
+        json.dumps(request)))
+
+
 async def set_inflight(conn: asyncpg.Connection, key: str, submission_id: str, request_id: str) -> None:
     await conn.execute("update p_dedup set state = 'inflight', submission_id = $2, request_id = $3, "
                        "tx_offset = null, accepted_at = null where change_key = $1", key, submission_id, request_id)
