@@ -38,7 +38,8 @@ class Timers:
     seq_keepalive: float = 0.05         # idle sequencer advances its watermark
     seq_offline_check: float = 5.0      # how often each sequencer marks stale peers offline
     seq_offline_after: float = 8.0      # watermark older than this -> peer marked offline
-    seq_poll: float = 0.02              # reader polls the safe watermark
+    seq_poll: float = 0.02              # reader polls the safe watermark (while its NOTIFY listener is down)
+    seq_poll_listening: float = 0.25    # fallback poll while NOTIFY signals new events and watermarks
     seq_heartbeat: float = 1.0          # idle subscription heartbeat line
     seq_client_timeout: float = 3.0     # subscriber: no line for this long -> re-subscribe elsewhere
     seq_send_timeout: float = 2.0       # one send attempt

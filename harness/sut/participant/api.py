@@ -19,21 +19,30 @@ if TYPE_CHECKING:
 
 
 class StreamHub:
-    """Wakes stream handlers after commits; carries ``early`` completions for the ``ack_before_durable`` bug."""
+    """Wakes stream handlers after commits; carries ``early`` completions for the ``ack_before_durable`` bug.
+
+    Why a version counter: a handler reads the version *before* it queries and waits only if nothing was
+    committed since; a bare condition variable lost every commit that happened while the handler was querying
+    or writing, and the stream then lagged until its 1 s heartbeat.
+    """
 
     def __init__(self) -> None:
-        self.cond = asyncio.Condition()
+        self.version = 0
+        self._changed = asyncio.Event()
         self.passive = False
         self.early: list[dict[str, Any]] = []
 
     async def notify(self) -> None:
-        async with self.cond:
-            self.cond.notify_all()
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
-    async def wait(self, timeout: float) -> None:
-        async with self.cond:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.cond.wait(), timeout)
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Return at once if something was committed after version ``seen``, else on the next commit."""
+        if self.version != seen:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -68,6 +77,7 @@ def ledger_app(node: ParticipantNode) -> web.Application:
                     for c in [c for c in hub.early if c["completion_offset"] > cursor]:
                         await resp.write(_line({**c, "early": True}))
                         cursor = c["completion_offset"]
+                seen = hub.version
                 try:
                     rows = await node.read_pool.fetch(f"select {key} as off, body from {table} where {key} > $1 "
                                                       f"order by {key} limit 500", cursor)
@@ -78,7 +88,7 @@ def ledger_app(node: ParticipantNode) -> web.Application:
                     await resp.write(r["body"].encode() + b"\n")
                     cursor = r["off"]
                 if len(rows) < 500:
-                    await hub.wait(1.0)
+                    await hub.wait(seen, 1.0)
                     if not rows:
                         await resp.write(_line({"heartbeat": True, "replica": node.cfg.replica}))
         except (ConnectionResetError, asyncio.CancelledError):

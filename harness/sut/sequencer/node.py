@@ -1,7 +1,10 @@
 """A sequencer instance: the writer (store.py), the safe-watermark reader, the HTTP API and health.
 
 Why one poller per instance fanning out to subscribers: the safe watermark (min over online instances) is read
-once per ``HA_SEQ_POLL`` and the new events in (served, safe] once, instead of once per subscriber. A subscriber
+once per wake-up and the new events in (served, safe] once, instead of once per subscriber. Wake-ups come from
+PostgreSQL LISTEN/NOTIFY (as Canton's Postgres event signaller): every watermark update of every instance
+notifies, so a reader reads when events were written or, while events wait, when a watermark rose; it falls back
+to polling every ``HA_SEQ_POLL_LISTENING`` (``HA_SEQ_POLL`` while its listener connection is down). A subscriber
 catches up from the DB up to the point the poller had served when it registered, then follows the live feed, so
 it sees every event exactly once. Counters are positions in the member's ts-ordered stream, so every instance
 assigns the same counter to the same event (that is what makes re-subscribing elsewhere possible).
@@ -10,6 +13,7 @@ assigns the same counter to the same event (that is what makes re-subscribing el
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -20,7 +24,7 @@ from harness.sut.common.config import NodeConfig
 from harness.sut.common.db import StorageHealth, db_name_of, ensure_schema, retry
 from harness.sut.common.health import HealthSource, health_app, start_site
 from harness.sut.common.log import log
-from harness.sut.sequencer.store import SEQ_DDL, SendRequest, SequencerWriter, now_us
+from harness.sut.sequencer.store import SEQ_DDL, SIGNAL_CHANNEL, SendRequest, SequencerWriter, now_us, parse_signal
 
 EVENT_COLS = "ts, sender, recipients, message_id, payload::text as payload, payload_hash"
 BROADCAST = "*"
@@ -42,6 +46,9 @@ class SequencerNode:
         self.served_upto: int | None = None   # events up to here have been fanned out
         self.subscribers: set[asyncio.Queue[list[dict[str, Any]]]] = set()
         self.reader_ok = False
+        self.listening = False                # the NOTIFY listener is connected (else: poll every seq_poll)
+        self.signalled_upto = 0               # highest event-writing watermark signalled by any instance
+        self._poll_now = asyncio.Event()
         self.fatal: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
@@ -67,7 +74,8 @@ class SequencerNode:
         await self.writer.start_instance()
         self._tasks = [asyncio.create_task(self._guard(self.writer.run())),
                        asyncio.create_task(self._guard(self.writer.offline_marker(self.pool))),
-                       asyncio.create_task(self._guard(self._reader()))]
+                       asyncio.create_task(self._guard(self._reader())),
+                       asyncio.create_task(self._guard(self._listener()))]
         self._runners.append(await start_site(self._api(), self.cfg.api_host, self.cfg.api_port, "sequencer_api"))
 
     async def _guard(self, coro: Any) -> None:
@@ -125,7 +133,58 @@ class SequencerNode:
                 self.reader_ok = False
                 self.storage.failed(exc)
                 await self.pool.expire_connections()
-            await asyncio.sleep(self.cfg.timers.seq_poll)
+            await self._next_poll()
+
+    async def _next_poll(self) -> None:
+        """Sleep until a signal says there may be something to serve, or the fallback poll period passes."""
+        t = self.cfg.timers
+        if self._poll_now.is_set() and self.signalled_upto > (self.served_upto or 0):
+            await asyncio.sleep(0.002)    # coalesce a burst of signals into one read
+        elif self.listening:
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), t.seq_poll_listening)
+        else:
+            await asyncio.sleep(t.seq_poll)
+        self._poll_now.clear()
+
+    def _on_signal(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        sig = parse_signal(payload)
+        if sig is None:
+            return
+        wrote, _, wm = sig
+        if wrote:
+            self.signalled_upto = max(self.signalled_upto, wm)
+        if self.signalled_upto > (self.served_upto or 0):   # keep-alives matter only while events wait
+            self._poll_now.set()
+
+    async def _listener(self) -> None:
+        """Keep a LISTEN connection (Canton's Postgres event signaller); while it is down the reader polls."""
+        t = self.cfg.timers
+        delay = t.db_retry_min
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.cfg.db_dsn, timeout=t.db_connect_timeout,
+                                             command_timeout=t.db_command_timeout)
+                await conn.add_listener(SIGNAL_CHANNEL, self._on_signal)
+                self.listening, delay = True, t.db_retry_min
+                self._poll_now.set()
+                while True:   # a dead connection shows up here (the signals alone would just stop)
+                    await asyncio.sleep(1.0)
+                    await conn.fetchval("select 1", timeout=t.lock_check_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.listening:
+                    log("signal_listener_lost", level="warning", error=repr(exc))
+                self.listening = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, t.db_retry_max)
+            finally:
+                self.listening = False
+                if conn is not None:
+                    conn.terminate()
 
     async def _subscribe(self, request: web.Request) -> web.StreamResponse:
         member = request.query.get("member")

@@ -49,6 +49,20 @@ on conflict (sender, message_id) do nothing returning ts
 """
 
 
+#: LISTEN/NOTIFY channel of the sequencer instances (as Canton's Postgres event signaller): every watermark
+#: update notifies ``<e|k>,<instance index>,<watermark>`` (e = the transaction wrote events, k = keep-alive only)
+SIGNAL_CHANNEL = "ha_seq_signal"
+
+
+def parse_signal(payload: str) -> tuple[bool, int, int] | None:
+    """(wrote events, instance index, watermark) of a signal payload; None if malformed."""
+    try:
+        kind, index, wm = payload.split(",")
+        return kind == "e", int(index), int(wm)
+    except ValueError:
+        return None
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -84,12 +98,24 @@ class SequencerWriter:
         self.last_ts = 0
         self.queue: deque[SendRequest] = deque()
         self._wake = asyncio.Event()
+        self._peer_top = 0      # highest watermark of a peer's event-writing transaction we were signalled
         self.stopping = False
 
     # --- instance lifecycle ------------------------------------------------------------------------------
     async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.cfg.db_dsn, timeout=self.t.db_connect_timeout,
+        conn = await asyncpg.connect(self.cfg.db_dsn, timeout=self.t.db_connect_timeout,
                                      command_timeout=self.t.db_command_timeout)
+        await conn.add_listener(SIGNAL_CHANNEL, self._on_signal)
+        return conn
+
+    def _on_signal(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        """A peer committed events above our watermark: advance ours now rather than at the next keep-alive,
+        so the events become safe (min over online watermarks) without waiting ``seq_keepalive``."""
+        sig = parse_signal(payload)
+        if sig is not None and sig[0] and sig[1] != self.index:
+            self._peer_top = max(self._peer_top, sig[2])
+            if self._peer_top >= self.last_ts:
+                self._wake.set()
 
     async def _claim(self, conn: asyncpg.Connection) -> int:
         order = list(range(self.n))
@@ -193,8 +219,10 @@ class SequencerWriter:
                 for it in dups:   # an idempotent re-send of a message already sequenced earlier
                     existing[(it.sender, it.message_id)] = await conn.fetchval(
                         "select ts from seq_events where sender = $1 and message_id = $2", it.sender, it.message_id)
+            signal = f"{'e' if accepted else 'k'},{self.index},{top}"
             row = await conn.fetchval("update seq_watermarks set watermark = $1 where instance_index = $2 "
-                                      "and online returning watermark", top, self.index)
+                                      "and online returning watermark, pg_notify($3, $4)",
+                                      top, self.index, SIGNAL_CHANNEL, signal)
             if row is None:
                 raise MarkedOffline(f"instance {self.index} was marked offline")
         for ts, it in accepted:
@@ -213,7 +241,7 @@ class SequencerWriter:
             if self.conn is None:
                 await self.start_instance()
                 backoff.reset()
-            if not self.queue:
+            if not self.queue and self._peer_top < self.last_ts:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.t.seq_keepalive)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -34,10 +35,25 @@ TEST_TIMERS = Timers(lock_check=1.0, passive_check=1.0, role_reeval=1.0, lock_ch
                      max_sequencing=5.0, decision_timeout=5.0, tick=0.2)
 
 
+_PORTS = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a listener that binds later (e.g. a Ledger API opened on becoming active).
+
+    Drawn below the kernel's ephemeral range (``ip_local_port_range``, 32768+): a port the kernel handed out with
+    bind(0) can meanwhile become the source port of an outgoing DB connection, and the late bind then failed
+    with EADDRINUSE (seen with reconnect churn during a DB outage).
+    """
+    for _ in range(200):
+        port = _PORTS.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
