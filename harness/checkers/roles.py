@@ -125,6 +125,11 @@ def check_outage_honesty(events: list[Event] | HistoryIndex,
         return result("11", "unknown", "no fault cut a database in this run: outage honesty not exercised",
                       metrics={"applicable": False})
     cut_nodes = {node_of(x) or x for w in windows for x in w[2]}
+    submitted_to = {str(op.invoke.value.get("participant")) for op in idx.submits}
+    if submitted_to and not cut_nodes & submitted_to:
+        return result("11", "unknown", f"only {', '.join(sorted(cut_nodes))} lost a database; no Ledger API "
+                                       f"submit goes there: outage honesty not exercised",
+                      metrics={"applicable": False})
     witnesses: list[dict[str, Any]] = []
     attempted = bad = 0
     for op in idx.submits:

@@ -33,6 +33,9 @@ __all__ = ["ExecutionResult", "Executor", "HealFailed", "StepRun", "Terminated"]
 
 State = Literal["pending", "active", "healed", "failed", "skipped"]
 POLL_S = 0.05
+#: a role selector that matches nothing (e.g. active(p1) mid-failover, right after a DB switchover) is
+#: re-resolved for this long before the step fails: roles settle within seconds on a healthy system
+RESOLVE_WAIT_S = 10.0
 OBSERVE_S = 0.25
 
 
@@ -189,10 +192,18 @@ class Executor:
         value = self._base_value(run.index, step)
         self._event("nemesis", "invoke", step.kind_name, value)
         try:
-            targets, groups = self._resolve(step)
+            while True:
+                try:
+                    targets, groups = self._resolve(step)
+                    break
+                except ResolutionError:
+                    if self.clock.now() - run.fired_t >= RESOLVE_WAIT_S:
+                        raise
+                    self.clock.sleep(5 * POLL_S)
         except Exception as exc:  # nothing matches now (ResolutionError) or the view itself failed
             kind = "" if isinstance(exc, ResolutionError) else f"{type(exc).__name__}: "
-            run.state, run.error = "failed", f"resolution: {kind}{exc}"
+            waited = f" (still after {RESOLVE_WAIT_S:g} s)" if isinstance(exc, ResolutionError) else ""
+            run.state, run.error = "failed", f"resolution: {kind}{exc}{waited}"
             self._event("nemesis", "fail", step.kind_name, {**value, "error": run.error})
             return
         run.resolved, run.fault_id = targets, f"{self.fault_prefix}-s{run.index}"

@@ -75,7 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fixed host ports: Ledger API p1/p2 = base+1/+2, PostgreSQL = base+32, "
                         "fault proxy = base+74 (0 = all ephemeral)")
     p.add_argument("--bugs", help="comma list of reference-node bug switches (HA_CHAOS_SUT_BUGS)")
-    p.add_argument("--synchronous-mode", action="store_true", help="Patroni synchronous_mode: true")
+    sync = p.add_mutually_exclusive_group()
+    sync.add_argument("--synchronous-mode", dest="synchronous_mode", action="store_true", default=None,
+                      help="Patroni synchronous_mode: true (the default of the full profile)")
+    sync.add_argument("--async-replication", dest="synchronous_mode", action="store_false",
+                      help="Patroni synchronous_mode: false (the default of the postgres profile)")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for health")
     p.set_defaults(func=_up)
 

@@ -27,6 +27,10 @@ CASES = {
     "no_watermark_wait": ("sequencer-killed", {"7", "8"}),
     "ack_before_durable": ("active-db-blackhole", {"4", "11"}),
     "no_fencing": ("flaky-db-link", {"1"}),
+    "inflight_per_replica": ("repeated-kills", {"3"}),
+    "stream_resume_inclusive": ("kill-active-participant", {"5"}),
+    "unordered_indexing": ("kill-active-participant", {"6"}),
+    "no_resubscribe": ("sequencers-restarted", {"10"}),
 }
 #: the ci budget runs these; nightly runs every case
 CI_CASES = ("dedup_in_memory", "passive_serves_api")

@@ -16,6 +16,10 @@ KNOWN_BUGS = frozenset({
     "passive_serves_api",    # passive replica runs the Ledger API and acknowledges submissions
     "no_lock_keepalive",     # lock connection uses OS-default TCP keepalives (dead peers held for hours)
     "retry_non_transient",   # every DB error is retried forever, including ones that should be fatal
+    "inflight_per_replica",  # a new active does not take over the old one's in-flight submissions
+    "stream_resume_inclusive",  # a stream resumed from offset X starts AT X (off by one: X is delivered twice)
+    "unordered_indexing",    # a processed batch's transactions get offsets in reverse event order
+    "no_resubscribe",        # the sequencer client treats a lost subscription as final and never re-subscribes
 })
 
 

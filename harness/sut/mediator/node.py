@@ -82,7 +82,8 @@ class MediatorNode:
         last = Seen(st["last_counter"], st["last_ts"], st["last_hash"]) if st["last_counter"] is not None else None
         self.pending = {}   # whatever the previous active had in flight is gone
         self.seq = SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, self.cfg.timers)
-        self.feed = EventFeed(SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, self.cfg.timers),
+        self.feed = EventFeed(SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, self.cfg.timers,
+                                              resubscribe="no_resubscribe" not in self.cfg.bugs),
                               EventValidator(last))
         self.feed.start()
         self._tasks = [asyncio.create_task(self._guard(self._processor(self.feed, writer)))]

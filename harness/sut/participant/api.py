@@ -65,6 +65,8 @@ def ledger_app(node: ParticipantNode) -> web.Application:
             cursor = int(request.query.get("from_offset", "0"))
         except ValueError:
             return web.json_response({"error": "INVALID_ARGUMENT", "reason": "from_offset"}, status=400)
+        if "stream_resume_inclusive" in node.cfg.bugs and cursor > 0:   # BUG: resumes AT the offset, not after it
+            cursor -= 1
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         hub = node.hub

@@ -40,7 +40,8 @@ class ParticipantNode:
         self.seq: SequencerClient | None = None
         self.feed: EventFeed | None = None
         self.ctx = Ctx(cfg.node, cfg.replica, int(cfg.timers.decision_timeout * 1e6),
-                       mem_dedup={} if "dedup_in_memory" in cfg.bugs else None)
+                       mem_dedup={} if "dedup_in_memory" in cfg.bugs else None,
+                       unordered="unordered_indexing" in cfg.bugs)
         if "ack_before_durable" in cfg.bugs:
             self.ctx.early = self._publish_early
         self.fatal: BaseException | None = None
@@ -88,8 +89,12 @@ class ParticipantNode:
         last = Seen(st["last_counter"], st["last_ts"], st["last_hash"]) if st["last_counter"] is not None else None
         self.ctx.deadline = await store.next_deadline(self.read_pool)
         self.seq = SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, t)
-        self.feed = EventFeed(SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, t), EventValidator(last))
+        self.feed = EventFeed(SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, t,
+                                              resubscribe="no_resubscribe" not in self.cfg.bugs), EventValidator(last))
         self.feed.start()
+        if "inflight_per_replica" in self.cfg.bugs:   # BUG: the old active's in-flight submissions are forgotten
+            async with writer.pool.acquire() as conn:
+                await conn.execute("delete from p_inflight")
         unsent = await self.read_pool.fetch("select request from p_inflight where sequenced_ts is null "
                                             "and max_sequencing_time > $1", now_us())
         self._tasks = [asyncio.create_task(self._guard(self._processor(self.feed, writer))),

@@ -25,6 +25,7 @@ class Ctx:
     replica: str
     decision_timeout_us: int
     mem_dedup: dict[str, DedupEntry] | None = None   # only with the ``dedup_in_memory`` bug
+    unordered: bool = False                           # the ``unordered_indexing`` bug
     deadline: int | None = None                       # cached earliest deadline (avoids a query per event)
     #: only with the ``ack_before_durable`` bug: publishes an OK completion before its transaction commits
     early: Callable[[dict[str, Any]], Awaitable[None]] | None = None
@@ -213,6 +214,11 @@ async def process_batch(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, batch: 
         elif sub is not None:
             comps.append((ts, completion_body(ctx, sub, "REJECTED", reason=p.get("reason")), None,
                           sub["change_key"]))
+    if ctx.unordered and len(txs) > 1:   # BUG unordered_indexing: offsets in reverse event order
+        order = list(reversed(range(len(txs))))
+        txs = [txs[i] for i in order]
+        where = {old: new for new, old in enumerate(order)}
+        comps = [(ts, body, where[ix] if ix is not None else None, key) for ts, body, ix, key in comps]
     top = await conn.fetchrow(
         "update p_state set tx_offset = tx_offset + $1, completion_offset = completion_offset + $2, "
         "last_counter = $3, last_ts = $4, last_hash = $5 where id = 1 returning tx_offset, completion_offset",

@@ -30,7 +30,8 @@ def _url(endpoint: str) -> str:
 
 
 class SequencerClient:
-    def __init__(self, endpoints: list[str] | tuple[str, ...], member: str, timers: Timers) -> None:
+    def __init__(self, endpoints: list[str] | tuple[str, ...], member: str, timers: Timers, *,
+                 resubscribe: bool = True) -> None:
         if not endpoints:
             raise ValueError("no sequencer endpoints configured (SEQUENCER_ENDPOINTS)")
         self.endpoints = [_url(e) for e in endpoints]
@@ -40,6 +41,7 @@ class SequencerClient:
         self._down_until: dict[str, float] = {}
         self.session: aiohttp.ClientSession | None = None
         self.current: str | None = None    # endpoint of the live subscription
+        self.resubscribe = resubscribe     # False only with the ``no_resubscribe`` bug
 
     async def __aenter__(self) -> SequencerClient:
         self.session = aiohttp.ClientSession()
@@ -107,6 +109,9 @@ class SequencerClient:
         failures = 0
         while True:
             ep = self._pick()
+            if not first and not self.resubscribe:   # BUG no_resubscribe: a lost subscription is final
+                log("sequencer_subscription_abandoned", level="warning", member=self.member)
+                return
             if not first:
                 validator.resubscribed()
             first = False

@@ -119,3 +119,40 @@ def test_batched_processing_equals_per_event_processing(pg: PgServer, seed: int)
             await ref.close()
             await bat.close()
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_unordered_indexing_reverses_a_batchs_transactions(pg: PgServer, bug: bool) -> None:
+    """Invariant 6 (record time never decreases, same order everywhere): with ``unordered_indexing`` two
+    approvals processed in one batch get offsets in reverse event order."""
+    import asyncio
+
+    async def main() -> None:
+        reqs = [{"type": "request", "request_id": f"r{k}", "submitter": "p1", "user": "u", "act_as": ["alice"],
+                 "command_id": f"c{k}", "submission_id": f"s{k}", "informees": ["alice"],
+                 "informee_participants": ["p1"], "payload": None, "mediator": "mediator",
+                 "max_sequencing_time": 10_000_000} for k in range(2)]
+        for r in reqs:
+            r["change_key"] = change_key(r["user"], r["act_as"], r["command_id"])
+        conn = await _fresh(pg, reqs)
+        try:
+            ctx = Ctx("p1", "p1a", TIMEOUT_US, unordered=bug)
+            events = [{"ts": 1_000_000 + k, "payload": {x: v for x, v in r.items() if x != "change_key"}}
+                      for k, r in enumerate(reqs)]
+            events += [{"ts": 1_100_000 + k, "payload": {"type": "verdict", "request_id": r["request_id"],
+                                                        "verdict": "approve"}} for k, r in enumerate(reqs)]
+            for i, ev in enumerate(events):
+                ev.update(counter=i, payload_hash=f"h{i}")
+            ctx.deadline = None
+            fx = store.Effects()
+            async with conn.transaction():
+                await process_batch(conn, ctx, fx, events, (3, events[-1]["ts"], "h3"))
+            rows = await conn.fetch("select record_time from p_transactions order by tx_offset")
+            times = [r["record_time"] for r in rows]
+            assert times == (sorted(times, reverse=True) if bug else sorted(times)) and len(set(times)) == 2
+            comps = {c["command_id"]: c for c in fx.completions}     # completions still name their own tx
+            txs = {t["tx_id"]: t for t in fx.transactions}
+            assert all(c["offset"] == txs[c["tx_id"]]["offset"] for c in comps.values())
+        finally:
+            await conn.close()
+    asyncio.run(main())

@@ -239,3 +239,107 @@ def test_sequencer_observer_sees_verdicts(pg: PgServer) -> None:
         finally:
             await c.stop()
     asyncio.run(main())
+
+
+async def _completions_of(pg: PgServer, db: str, command_id: str) -> list[dict[str, Any]]:
+    rows = await pg.query(db, "select body from p_completions order by completion_offset")
+    return [b for b in (json.loads(r["body"]) for r in rows) if b["command_id"] == command_id]
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_inflight_per_replica_loses_the_old_actives_submissions(pg: PgServer, bug: bool) -> None:
+    """Invariant 3 (every acknowledged submit completes): with ``inflight_per_replica`` a submission the old
+    active acknowledged but could not sequence never completes after failover; correct nodes re-send it."""
+    async def main() -> None:
+        bugs = frozenset({"inflight_per_replica"}) if bug else frozenset()
+        c = await Cluster(pg, bugs={"p1a": bugs, "p1b": bugs}).start()
+        try:
+            first = c.active("p1")
+            c.cut_sequencers(first.cfg.replica)            # acknowledged, durable, but not sequenced
+            assert (await c.submit("p1", user="u", act_as=["alice"], command_id="held")).ok
+            await first.election.set_passive()
+            await wait_until(lambda: any(n.election.role == "active" and n is not first
+                                         for n in c.participants["p1"]), 15, "failover to the other replica")
+            c.heal_sequencers(first.cfg.replica)
+            if bug:
+                # past max-sequencing-time + a margin: a correct node would have published OK or a timeout
+                end = time.monotonic() + c.timers.max_sequencing + 3
+                await wait_until(lambda: time.monotonic() > end, 30, "the submission's deadline passed")
+                assert await _completions_of(pg, c.dbs["p1"], "held") == []
+            else:
+                async def completed() -> bool:
+                    return len(await _completions_of(pg, c.dbs["p1"], "held")) == 1
+                await wait_until(completed, 20, "the new active completes the old active's submission")
+                assert (await _completions_of(pg, c.dbs["p1"], "held"))[0]["status"] in ("OK", "NOT_SEQUENCED_TIMEOUT")
+        finally:
+            await c.stop()
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_stream_resume_inclusive_redelivers_the_resume_offset(pg: PgServer, bug: bool) -> None:
+    """Invariant 5 (a resumed stream has no duplicate): with ``stream_resume_inclusive`` a stream resumed from
+    offset X delivers X again."""
+    async def main() -> None:
+        bugs = frozenset({"stream_resume_inclusive"}) if bug else frozenset()
+        c = await Cluster(pg, bugs={"p1a": bugs, "p1b": bugs}, with_participants=("p1",)).start()
+        try:
+            for k in range(3):
+                assert (await c.submit("p1", user="u", act_as=["alice"], command_id=f"c{k}")).ok
+
+            async def three() -> bool:
+                rows = await pg.query(c.dbs["p1"], "select count(*) as n from p_completions")
+                return rows[0]["n"] >= 3
+            await wait_until(three, 30, "three completions")
+            async with LedgerClient(c.ledger_url("p1")) as cl:
+                got = [x async for x in _take(cl.completions(2, idle_timeout=5), 1)]
+            assert got[0]["completion_offset"] == (2 if bug else 3)
+        finally:
+            await c.stop()
+    asyncio.run(main())
+
+
+async def _take(stream: Any, n: int) -> Any:
+    k = 0
+    async for x in stream:
+        yield x
+        k += 1
+        if k >= n:
+            return
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_no_resubscribe_stalls_after_a_lost_subscription(pg: PgServer, bug: bool) -> None:
+    """Invariant 10 (bounded recovery): with ``no_resubscribe`` a participant whose subscription broke never
+    processes again, though every sequencer is back; correct nodes re-subscribe and complete new commands."""
+    async def main() -> None:
+        bugs = frozenset({"no_resubscribe"}) if bug else frozenset()
+        c = await Cluster(pg, bugs={"p1a": bugs, "p1b": bugs}, with_participants=("p1",)).start()
+        try:
+            def subscribed() -> bool:
+                act = next((n for n in c.participants["p1"] if n.election.role == "active"), None)
+                return act is not None and act.feed is not None and act.feed.client.current is not None
+            await wait_until(subscribed, 15, "the active replica is subscribed")
+            act = c.active("p1")
+            feed = act.feed
+            assert feed is not None and feed.task is not None
+            c.cut_sequencers(act.cfg.replica)
+            await wait_until(lambda: feed.client.current is None, 15, "the subscription is lost")
+            if bug:
+                await wait_until(lambda: feed.task.done(), 15, "the subscription was abandoned")
+            c.heal_sequencers(act.cfg.replica)
+            assert (await c.submit("p1", user="u", act_as=["alice"], command_id="after")).ok
+            if bug:
+                end = time.monotonic() + c.timers.max_sequencing + c.timers.decision_timeout + 2
+                await wait_until(lambda: time.monotonic() > end, 40, "the command's deadlines passed")
+                # (a role change on a loaded machine would give the other replica a fresh subscription)
+                if act.election.role == "active" and act.feed is feed:
+                    assert await _completions_of(pg, c.dbs["p1"], "after") == []
+            else:
+                assert not feed.task.done()
+                async def completed() -> bool:
+                    return [x["status"] for x in await _completions_of(pg, c.dbs["p1"], "after")] == ["OK"]
+                await wait_until(completed, 20, "the command completes after re-subscribing")
+        finally:
+            await c.stop()
+    asyncio.run(main())

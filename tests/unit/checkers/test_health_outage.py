@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.checkers.roles import check_health
+from harness.checkers.roles import check_health, check_outage_honesty
 from harness.history import Event
 
 pytestmark = pytest.mark.unit
@@ -31,3 +31,26 @@ def test_passive_serving_while_the_active_is_ready_fails() -> None:
 def test_ready_but_not_serving_fails() -> None:
     evs = _samples({"ready": True, "live": True, "api": False}, {"ready": False, "live": True, "api": False})
     assert check_health(evs).verdict == "fail"
+
+
+def _cut_run(cut: list[str], submit_to: str) -> list[Event]:
+    step = {"step": 0, "kind": "toxic", "target": "db_link(any(sequencer))"}
+    return [Event(t=1.0, process="nemesis", type="invoke", f="toxic", value=step),
+            Event(t=1.1, process="nemesis", type="ok", f="toxic", value={**step, "resolved": [f"{c}-db" for c in cut],
+                                                                         "cuts_db": cut}),
+            Event(t=2.0, process="client-1", type="invoke", f="submit", value={"participant": submit_to}),
+            Event(t=2.1, process="client-1", type="fail", f="submit", value={"participant": submit_to}),
+            Event(t=5.0, process="nemesis", type="invoke", f="heal", value={"step": 0}),
+            Event(t=5.1, process="nemesis", type="ok", f="heal", value={"step": 0})]
+
+
+def test_outage_honesty_is_not_applicable_when_only_a_sequencer_lost_its_db() -> None:
+    res = check_outage_honesty(_cut_run(["seq1"], "p1"))
+    assert res.verdict == "unknown" and res.metrics.get("applicable") is False
+
+
+def test_outage_honesty_stays_unknown_when_a_cut_participant_got_no_submit() -> None:
+    late = [Event(t=6.0, process="client-2", type="invoke", f="submit", value={"participant": "p2"}),
+            Event(t=6.1, process="client-2", type="ok", f="submit", value={"participant": "p2", "replica": "p2a"})]
+    res = check_outage_honesty(_cut_run(["p2a"], "p1") + late)   # p2 takes submits, just none during the cut
+    assert res.verdict == "unknown" and res.metrics.get("applicable") is not False

@@ -280,3 +280,18 @@ def test_a_target_that_matches_nothing_fails_the_step(tmp_path: Path, model: Top
         result = Executor(plan, inj, view, hist, tmp_path, clock=FakeClock()).run()
     assert result.aborted and result.steps[0].state == "failed"
     assert "no active replica" in result.steps[0].error and inj.log == []
+
+
+def test_a_role_selector_waits_for_the_role_to_settle(tmp_path: Path, model: TopologyModel) -> None:
+    """active(p2) mid-failover matches nothing; once a replica takes over (within RESOLVE_WAIT_S) the step fires."""
+    plan = parse_plan(HEAD + "  - kind: kill\n    at: 1\n    target: active(p2)\n    duration: 2\n")
+    view = FakeView.initial(model)
+    active = view.actives["p2"]
+    view.actives["p2"] = None
+    clock = FakeClock()
+    clock.on_sleep.append(lambda t: view.actives.__setitem__("p2", active) if t > 3 else None)
+    inj = FakeInjector(view)
+    with HistoryWriter(tmp_path / "h.jsonl") as hist:
+        result = Executor(plan, inj, view, hist, tmp_path, clock=clock).run()
+    assert result.steps[0].state != "failed", result.steps[0].error
+    assert result.steps[0].resolved == [active] and result.steps[0].fired_t is not None
