@@ -145,10 +145,48 @@ def check_outage_honesty(events: list[Event] | HistoryIndex,
                 witnesses.append(witness(out, f"acknowledged by {out.value.get('replica')} while its database "
                                               f"was cut (fault step {fev.value.get('step')})"))
                 witnesses.append(witness(fev, "the fault that cut the database"))
-    if bad:
-        return result("11", "fail", f"{plural(bad, 'submit')} acknowledged by a replica with its database unreachable",
-                      witnesses)
+    early = _completions_while_cut(idx, windows)
+    for c, fev in early:
+        witnesses.append(witness(c, f"OK completion from {c.value.get('replica')}, of a transaction sequenced after "
+                                    f"its database was cut, streamed while still cut: it cannot be durable"))
+        witnesses.append(witness(fev, "the fault that cut the database"))
+    if bad or early:
+        what = [f"{plural(bad, 'submit')} acknowledged"] if bad else []
+        what += [f"{plural(len(early), 'OK completion')} reported"] if early else []
+        return result("11", "fail", f"{' and '.join(what)} by a replica with its database unreachable", witnesses)
     if not attempted:
         return result("11", "unknown", f"no submit reached {', '.join(sorted(cut_nodes))} while its database "
                                        f"was cut")
     return result("11", "pass", f"{attempted} submits during DB cuts, none acknowledged by a cut replica")
+
+
+def _wall_offset(ev: Event) -> float | None:
+    """wall-clock seconds minus history time, from one event (None without a wall time)."""
+    from datetime import datetime
+    if not ev.wall:
+        return None
+    try:
+        return datetime.fromisoformat(ev.wall).timestamp() - ev.t
+    except ValueError:
+        return None
+
+
+def _completions_while_cut(idx: HistoryIndex,
+                           windows: list[tuple[float, float, set[str], Event]]) -> list[tuple[Event, Event]]:
+    """OK completions streamed by a cut replica, during the cut, for a transaction whose record time (sequencer
+    time of its verdict) lies after the cut took effect: that replica could not have committed it, so the success
+    it reports is not durable (e.g. published before the commit). One per completion."""
+    found: list[tuple[Event, Event]] = []
+    for start, end, cut, fev in windows:
+        off = _wall_offset(fev)
+        if off is None:
+            continue
+        for c in idx.completions:
+            v = c.value
+            rt = v.get("record_time")
+            if (c.type != "ok" or v.get("status") != "OK" or str(v.get("replica")) not in cut
+                    or not start < c.t <= end or not isinstance(rt, (int, float))):
+                continue
+            if rt / 1e6 - off > start:
+                found.append((c, fev))
+    return found

@@ -54,3 +54,31 @@ def test_outage_honesty_stays_unknown_when_a_cut_participant_got_no_submit() -> 
             Event(t=6.1, process="client-2", type="ok", f="submit", value={"participant": "p2", "replica": "p2a"})]
     res = check_outage_honesty(_cut_run(["p2a"], "p1") + late)   # p2 takes submits, just none during the cut
     assert res.verdict == "unknown" and res.metrics.get("applicable") is not False
+
+
+def _blackhole_with_completion(record_after_cut: bool) -> list[Event]:
+    step = {"step": 0, "kind": "toxic", "target": "db_link(active(p1))"}
+    wall0 = "2026-11-22T07:00:00+00:00"     # t = 0
+    cut_wall_us = 1_795_330_800_000_000 + 1_100_000    # 2026-11-22T07:00:01.1 in microseconds
+    rt = cut_wall_us + (500_000 if record_after_cut else -500_000)
+    return [Event(t=0.0, process="harness", type="info", f="start", wall=wall0),
+            Event(t=1.0, process="nemesis", type="invoke", f="toxic", value=step, wall="2026-11-22T07:00:01+00:00"),
+            Event(t=1.1, process="nemesis", type="ok", f="toxic",
+                  value={**step, "resolved": ["p1a-db"], "cuts_db": ["p1a"]}, wall="2026-11-22T07:00:01.1+00:00"),
+            Event(t=2.0, process="client-1", type="invoke", f="submit", value={"participant": "p1"}),
+            Event(t=2.1, process="client-1", type="info", f="submit", value={"participant": "p1"}),
+            Event(t=2.5, process="completions-p1", type="ok", f="completion",
+                  value={"participant": "p1", "replica": "p1a", "status": "OK", "command_id": "c1",
+                         "record_time": rt, "completion_offset": 7}),
+            Event(t=9.0, process="nemesis", type="invoke", f="heal", value={"step": 0}),
+            Event(t=9.1, process="nemesis", type="ok", f="heal", value={"step": 0})]
+
+
+def test_ok_completion_of_a_transaction_sequenced_after_the_cut_fails_outage_honesty() -> None:
+    res = check_outage_honesty(_blackhole_with_completion(record_after_cut=True))
+    assert res.verdict == "fail" and "OK completion" in res.explanation
+    assert any("cannot be durable" in w["note"] for w in res.witnesses)
+
+
+def test_ok_completion_committed_before_the_cut_and_streamed_late_is_fine() -> None:
+    assert check_outage_honesty(_blackhole_with_completion(record_after_cut=False)).verdict == "pass"
