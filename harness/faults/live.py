@@ -40,6 +40,8 @@ from harness.topology.model import TopologyModel
 log = logging.getLogger("ha-chaos.faults")
 VERIFY_TIMEOUT = 45.0
 DB_FAILOVER_VERIFY_TIMEOUT = 120.0
+#: how long a db_failover waits for a standby that Patroni would promote (see pg.promotable)
+PROMOTABLE_WAIT_S = 60.0
 
 
 @dataclass
@@ -363,6 +365,11 @@ class LiveInjector:
         if old is None:
             raise HarnessError("db_failover: there is no PostgreSQL leader to fail over from")
         others = [s for s in self.topo.model.replicas("postgres") if s != old]
+        # a failover needs a standby Patroni may promote (with synchronous_mode: the sync standby, which a
+        # rejoined old leader becomes only some seconds after it streams); without one, nothing would fail over
+        if not _wait(lambda: any(pg.promotable(self.topo, o) for o in others), timeout=PROMOTABLE_WAIT_S):
+            raise HarnessError(f"db_failover: no standby Patroni would promote within {PROMOTABLE_WAIT_S:g} s",
+                               f"members: {pg.members(self.topo)}")
         record: dict[str, Any] = {"mode": mode, "old_primary": old, "services": [old]}
         undo: Callable[[], None] = lambda: None  # noqa: E731
         if mode == "kill_primary":
@@ -372,9 +379,6 @@ class LiveInjector:
             self._container(old).pause()
             undo = lambda: self.ensure_running(old)  # noqa: E731
         elif mode == "switchover":
-            healthy = _wait(lambda: pg.members(self.topo).get(others[0], {}).get("state") in ("running", "streaming"))
-            if not healthy:
-                raise HarnessError(f"switchover: candidate {others[0]} is not a running replica")
             try:  # Patroni answers only once the switchover is done; the verification below decides
                 r = requests.post(self.topo.url(old, 8008) + "/switchover", timeout=60,
                                   json={"leader": old, "candidate": others[0]})

@@ -83,6 +83,27 @@ def set_synchronous_mode(topo: Topology, enabled: bool, timeout: float = 60) -> 
                         lambda: any(m.get("role") == "sync_standby" for m in members(topo).values()), timeout)
 
 
+def synchronous_mode(topo: Topology) -> bool:
+    """Patroni's current ``synchronous_mode`` (read from any member's /config)."""
+    for svc in topo.model.replicas("postgres"):
+        try:
+            r = patroni(topo, svc, "/config")
+            if r.ok:
+                return bool(r.json().get("synchronous_mode"))
+        except (requests.RequestException, HarnessError, ValueError):
+            continue
+    raise HarnessError("could not read Patroni /config on any member")
+
+
+def promotable(topo: Topology, service: str) -> bool:
+    """Whether Patroni would promote ``service`` if the leader went away now: a streaming replica, and with
+    synchronous_mode the synchronous standby (Patroni never promotes a replica that may miss commits)."""
+    m = members(topo).get(service, {})
+    if m.get("state") not in ("streaming", "running"):
+        return False
+    return m.get("role") == "sync_standby" if synchronous_mode(topo) else m.get("role") in ("replica", "sync_standby")
+
+
 def dsn(topo: Topology, *, service: str = "pg-lb", port: int = 5432, dbname: str = "harness",
         connect_timeout: int = 2) -> str:
     return (f"host=127.0.0.1 port={topo.host_port(service, port)} dbname={dbname} user=postgres "
