@@ -73,6 +73,8 @@ def settle(topo: Topology, timeout: float = 120) -> None:
         pg.await_condition(f"{member} running in the Patroni cluster",
                            lambda m=member: pg.members(topo).get(m, {}).get("state") in ("running", "streaming"),
                            timeout, interval=0.5)
+    for member in pg.ensure_streaming(topo, timeout):
+        log.warning("settle: %s did not stream from the PostgreSQL leader; reinitialized it from the leader", member)
     for pair in topo.model.pairs:
         pg.await_condition(f"one active replica of {pair}", lambda p=pair: view.active(p), timeout, interval=0.5)
 

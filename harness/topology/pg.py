@@ -104,6 +104,47 @@ def promotable(topo: Topology, service: str) -> bool:
     return m.get("role") == "sync_standby" if synchronous_mode(topo) else m.get("role") in ("replica", "sync_standby")
 
 
+def streaming_replicas(topo: Topology) -> set[str]:
+    """Members streaming from the leader, from the leader's own pg_stat_replication (through pg-lb).
+
+    Why not Patroni's member state: Patroni 3.0.2 reports a replica that cannot follow the leader (e.g. on a newer
+    timeline) as "running", just like a healthy one."""
+    with psycopg.connect(dsn(topo, dbname="postgres"), autocommit=True) as conn:
+        rows = conn.execute("select application_name from pg_stat_replication where state = 'streaming'").fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def ensure_streaming(topo: Topology, timeout: float = 120, grace: float = 20) -> list[str]:
+    """Every member but the leader streams from it; one that does not within ``grace`` seconds is reinitialized
+    from the leader through Patroni (POST /reinitialize). Returns the members that were reinitialized.
+
+    Seen live: a primary paused past its TTL woke up and kept leading on its timeline while the standby had been
+    promoted onto the next one; the standby then followed the leader "successfully" per Patroni and never streamed
+    ("highest timeline N of the primary is behind recovery timeline N+1"), so no further failover was possible."""
+    def streams(m: str) -> bool:
+        try:
+            return m in streaming_replicas(topo)
+        except psycopg.Error:
+            return False
+
+    await_condition("a PostgreSQL leader", lambda: leader(topo), timeout, interval=0.5)
+    reinitialized: list[str] = []
+    for m in [s for s in topo.model.replicas("postgres") if s != leader(topo)]:
+        t0 = time.monotonic()
+        while not streams(m) and time.monotonic() - t0 < grace:
+            time.sleep(0.5)
+        if streams(m):
+            continue
+        r = patroni(topo, m, "/reinitialize", method="POST", json={"force": True})
+        if r.status_code >= 400:
+            raise HarnessError(f"{m} does not stream from the leader and Patroni refused to reinitialize it: "
+                               f"HTTP {r.status_code} {r.text[:200]}")
+        reinitialized.append(m)
+        await_condition(f"{m} streaming from the leader after reinitialize", lambda m=m: streams(m), timeout,
+                        interval=1.0)
+    return reinitialized
+
+
 def dsn(topo: Topology, *, service: str = "pg-lb", port: int = 5432, dbname: str = "harness",
         connect_timeout: int = 2) -> str:
     return (f"host=127.0.0.1 port={topo.host_port(service, port)} dbname={dbname} user=postgres "
