@@ -267,6 +267,11 @@ class Cluster:
         for pair in [self.mediators, *self.participants.values()]:
             await wait_until(lambda pair=pair: sum(n.election.role == "active" for n in pair) == 1, 15,
                              "one active per pair")
+        # the role turns active before the transition opens the Ledger API listener (last step): tests that
+        # submit right away must not race it (seen as "connection refused" on the active's API port)
+        for reps in self.participants.values():
+            await wait_until(lambda reps=reps: any(n.election.role == "active" and n._api is not None
+                                                   for n in reps), 15, "the active participant's API listening")
         return self
 
     def active(self, p: str) -> Any:
