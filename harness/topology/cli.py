@@ -77,9 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bugs", help="comma list of reference-node bug switches (HA_CHAOS_SUT_BUGS)")
     sync = p.add_mutually_exclusive_group()
     sync.add_argument("--synchronous-mode", dest="synchronous_mode", action="store_true", default=None,
-                      help="Patroni synchronous_mode: true (the default of the full profile)")
+                      help="Patroni synchronous_mode: true (no acknowledged commit lost on failover)")
     sync.add_argument("--async-replication", dest="synchronous_mode", action="store_false",
-                      help="Patroni synchronous_mode: false (the default of the postgres profile)")
+                      help="Patroni synchronous_mode: false (the default)")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for health")
     p.set_defaults(func=_up)
 

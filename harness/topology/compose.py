@@ -75,11 +75,12 @@ class Topology:
             raise HarnessError(f"unknown profile {profile!r}", f"use one of {', '.join(PROFILE_FILES)}")
         self.profile = profile
         if synchronous_mode is None:
-            # the full reference topology is a correct HA deployment: with asynchronous replication a commit
-            # acknowledged by a primary that is then killed can be missing on the promoted replica (the curated
-            # plan patroni-leader-killed found an acknowledged command lost that way); the postgres profile keeps
-            # Patroni's default so its tests can show both modes
-            synchronous_mode = profile == "full"
+            # Patroni's default (asynchronous). With it, a commit acknowledged by a primary that is then killed or
+            # isolated can be missing on the promoted replica: the curated plans patroni-leader-killed and
+            # pg-primary-isolated FAIL on correct nodes for that reason (a real finding, kept visible). With
+            # synchronous_mode (--synchronous-mode) they pass, but Patroni then refuses to promote a standby that is
+            # not yet the synchronous one, and CI's fault tests are not yet stable in that mode (see README).
+            synchronous_mode = False
         self.synchronous_mode = synchronous_mode
         self.run_id = run_id or registry.new_run_id()
         self.port_base = port_base
