@@ -8,6 +8,7 @@ outage honesty (11) on submits acknowledged by a replica while a fault had cut i
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from harness.checkers.common import as_index, node_of, plural, resolve
@@ -162,7 +163,6 @@ def check_outage_honesty(events: list[Event] | HistoryIndex,
 
 def _wall_offset(ev: Event) -> float | None:
     """wall-clock seconds minus history time, from one event (None without a wall time)."""
-    from datetime import datetime
     if not ev.wall:
         return None
     try:

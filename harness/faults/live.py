@@ -367,7 +367,8 @@ class LiveInjector:
         others = [s for s in self.topo.model.replicas("postgres") if s != old]
         # a failover needs a standby Patroni may promote (with synchronous_mode: the sync standby, which a
         # rejoined old leader becomes only some seconds after it streams); without one, nothing would fail over
-        if not _wait(lambda: any(pg.promotable(self.topo, o) for o in others), timeout=PROMOTABLE_WAIT_S):
+        sync = pg.synchronous_mode(self.topo)    # read once, not on every poll below
+        if not _wait(lambda: any(pg.promotable(self.topo, o, sync) for o in others), timeout=PROMOTABLE_WAIT_S):
             raise HarnessError(f"db_failover: no standby Patroni would promote within {PROMOTABLE_WAIT_S:g} s",
                                f"members: {pg.members(self.topo)}")
         record: dict[str, Any] = {"mode": mode, "old_primary": old, "services": [old]}

@@ -95,13 +95,14 @@ def synchronous_mode(topo: Topology) -> bool:
     raise HarnessError("could not read Patroni /config on any member")
 
 
-def promotable(topo: Topology, service: str) -> bool:
+def promotable(topo: Topology, service: str, sync: bool) -> bool:
     """Whether Patroni would promote ``service`` if the leader went away now: a streaming replica, and with
-    synchronous_mode the synchronous standby (Patroni never promotes a replica that may miss commits)."""
+    synchronous_mode (``sync``, see ``synchronous_mode``) the synchronous standby (Patroni never promotes a replica
+    that may miss commits)."""
     m = members(topo).get(service, {})
     if m.get("state") not in ("streaming", "running"):
         return False
-    return m.get("role") == "sync_standby" if synchronous_mode(topo) else m.get("role") in ("replica", "sync_standby")
+    return m.get("role") == "sync_standby" if sync else m.get("role") in ("replica", "sync_standby")
 
 
 def streaming_replicas(topo: Topology) -> set[str]:

@@ -91,7 +91,7 @@ async def process_event(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, ev: dic
     await expire(conn, ctx, fx, ts)
     p = ev["payload"]
     kind = p.get("type") if isinstance(p, dict) else None
-    if kind == "request" and ctx.node in p.get("informee_participants", []):
+    if _is_own_request(ctx, p):
         deadline = ts + ctx.decision_timeout_us
         await conn.execute("insert into p_requests (request_id, ts, deadline, submitter, body) "
                            "values ($1, $2, $3, $4, $5) on conflict do nothing",
