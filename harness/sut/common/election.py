@@ -117,6 +117,7 @@ class Election:
         self.transitions = 0
         self._transition = asyncio.Lock()
         self._manual_passive_until = 0.0
+        self._passive_requested = asyncio.Event()   # manual set_passive on the active: leave the active loop now
 
     # --- connections -------------------------------------------------------------------------------------
     async def _connect(self, *, keepalive: bool) -> asyncpg.Connection:
@@ -167,11 +168,17 @@ class Election:
                     self.storage.ok()
                 if asyncio.get_running_loop().time() >= self._manual_passive_until and \
                         await self.main.fetchval("select pg_try_advisory_lock($1)", self.main_id):
+                    reason = "lock lost"
                     if await self._acquire_writers():
                         await self._become_active()
-                        await self._active_loop()
-                    await self._become_passive("lock lost")
+                        reason = await self._active_loop()
+                    await self._become_passive(reason)
                     await self._close_main()
+                    if self._passive_requested.is_set():
+                        # the model's set_passive: the others get 2 x passive check period from the release on
+                        self._passive_requested.clear()
+                        self._manual_passive_until = (asyncio.get_running_loop().time()
+                                                      + 2 * self.cfg.timers.passive_check)
                     grace = True          # the old active retries at once after reconnecting (grace)
                     continue
                 grace = False
@@ -223,15 +230,18 @@ class Election:
             if not await self._check():
                 return False
 
-    async def _active_loop(self) -> None:
+    async def _active_loop(self) -> str:
+        """Re-check the lock periodically; returns why the replica stops being active."""
         t = self.cfg.timers
         while True:
-            await asyncio.sleep(t.lock_check * (1 + random.random() * t.lock_check_jitter))
-            if self._manual_passive_until > asyncio.get_running_loop().time():
-                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._passive_requested.wait(),
+                                       t.lock_check * (1 + random.random() * t.lock_check_jitter))
+            if self._passive_requested.is_set():
+                return "set_passive"
             if not await self._check():
                 log("lock_lost", level="warning")
-                return
+                return "lock lost"
             self.storage.ok()
 
     async def _open_writer(self) -> Writer:
@@ -293,8 +303,14 @@ class Election:
                 f"update ha_epochs set end_us = {DB_NOW_US} where epoch = $1", writer.epoch), 1.0)
 
     async def set_passive(self) -> None:
-        """Manual ``set_passive``: give up the lock and don't re-take it for 2 x passive check period."""
+        """Manual ``set_passive``: give up the lock and don't re-take it for 2 x passive check period.
+
+        The period counts from the release (an active replica leaves its active loop at once), so the other
+        replica always gets two full passive check periods to take over.
+        """
         self._manual_passive_until = asyncio.get_running_loop().time() + 2 * self.cfg.timers.passive_check
+        if self.role == "active":
+            self._passive_requested.set()
 
     async def stop(self) -> None:
         await self._become_passive("stopping")
