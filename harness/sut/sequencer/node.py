@@ -30,10 +30,28 @@ EVENT_COLS = "ts, sender, recipients, message_id, payload::text as payload, payl
 BROADCAST = "*"
 
 
+#: the safe watermark and the events in (served, safe] in one statement: one round trip per wake-up, and both
+#: from one snapshot (an event at or below a watermark committed with it, so none can be missing)
+READ_SQL = f"""
+with s as (select min(watermark) as safe from seq_watermarks where online)
+select s.safe, {', '.join('e.' + c for c in EVENT_COLS.split(', '))}
+from s left join seq_events e on e.ts > $1 and e.ts <= s.safe order by e.ts
+"""
+
+
 def _event(row: asyncpg.Record) -> dict[str, Any]:
-    return {"ts": row["ts"], "sender": row["sender"], "recipients": list(row["recipients"]),
-            "message_id": row["message_id"], "payload": json.loads(row["payload"]),
-            "payload_hash": row["payload_hash"]}
+    """An event as fanned out to subscribers. ``line`` is its JSON body without the per-subscriber fields, built
+    once from the stored payload text (no parse and re-encode per event and subscriber)."""
+    ev = {"ts": row["ts"], "sender": row["sender"], "recipients": list(row["recipients"]),
+          "message_id": row["message_id"], "payload_hash": row["payload_hash"]}
+    body = json.dumps(ev, separators=(",", ":"))
+    ev["line"] = body[:-1] + ',"payload":' + row["payload"] + "}"
+    return ev
+
+
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    """Pool connections here hold no session state (no advisory lock, LISTEN or SET): skip asyncpg's reset query,
+    a round trip on every release."""
 
 
 class SequencerNode:
@@ -69,7 +87,7 @@ class SequencerNode:
             await schema()
         else:
             await retry(schema, what="init_schema", low=t.db_retry_min, high=t.db_retry_max, health=self.storage)
-        self.pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=6,
+        self.pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=6, reset=_no_reset,
                                               timeout=t.db_connect_timeout, command_timeout=t.db_command_timeout)
         await self.writer.start_instance()
         self._tasks = [asyncio.create_task(self._guard(self.writer.run())),
@@ -108,21 +126,26 @@ class SequencerNode:
         ignore_wm = "no_watermark_wait" in self.cfg.bugs
         while True:
             try:
-                safe = await self.pool.fetchval("select min(watermark) from seq_watermarks where online")
-                upper = safe
-                if ignore_wm:   # BUG: serve whatever is committed, beyond the safe watermark
-                    upper = await self.pool.fetchval("select max(ts) from seq_events")
-                self.safe = safe
-                if self.served_upto is None:
-                    self.served_upto = upper if upper is not None else 0
-                elif upper is not None and upper > self.served_upto:
-                    rows = await self.pool.fetch(f"select {EVENT_COLS} from seq_events where ts > $1 and ts <= $2 "
-                                                 "order by ts", self.served_upto, upper)
-                    self.served_upto = upper
-                    if rows:
-                        batch = [_event(r) for r in rows]
-                        for q in self.subscribers:
-                            q.put_nowait(batch)
+                if self.served_upto is None or ignore_wm:
+                    safe = await self.pool.fetchval("select min(watermark) from seq_watermarks where online")
+                    upper = safe
+                    if ignore_wm:   # BUG: serve whatever is committed, beyond the safe watermark
+                        upper = await self.pool.fetchval("select max(ts) from seq_events")
+                    self.safe = safe
+                    if self.served_upto is None:
+                        self.served_upto = upper if upper is not None else 0
+                    elif upper is not None and upper > self.served_upto:
+                        rows = await self.pool.fetch(f"select {EVENT_COLS} from seq_events where ts > $1 "
+                                                     "and ts <= $2 order by ts", self.served_upto, upper)
+                        self.served_upto = upper
+                        self._fan_out(rows)
+                else:
+                    rows = await self.pool.fetch(READ_SQL, self.served_upto)
+                    safe = rows[0]["safe"] if rows else None
+                    self.safe = safe
+                    if safe is not None and safe > self.served_upto:
+                        self.served_upto = safe
+                        self._fan_out([r for r in rows if r["ts"] is not None])
                 self.reader_ok = True
                 self.storage.ok()
             except asyncio.CancelledError:
@@ -134,6 +157,12 @@ class SequencerNode:
                 self.storage.failed(exc)
                 await self.pool.expire_connections()
             await self._next_poll()
+
+    def _fan_out(self, rows: list[asyncpg.Record]) -> None:
+        if rows:
+            batch = [_event(r) for r in rows]
+            for q in self.subscribers:
+                q.put_nowait(batch)
 
     async def _next_poll(self) -> None:
         """Sleep until a signal says there may be something to serve, or the fallback poll period passes."""
@@ -201,10 +230,12 @@ class SequencerNode:
         members = [member, BROADCAST]
         log("subscribed", member=member, from_counter=from_counter)
 
+        head = ',"sequencer":' + json.dumps(self.cfg.replica) + ","
+
         async def emit(counter: int, prev_ts: int | None, ev: dict[str, Any]) -> None:
-            line = {"counter": counter, "prev_ts": prev_ts, "safe_watermark": self.safe,
-                    "sequencer": self.cfg.replica, **ev}
-            await resp.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
+            line = (f'{{"counter":{counter},"prev_ts":{"null" if prev_ts is None else prev_ts},'
+                    f'"safe_watermark":{"null" if self.safe is None else self.safe}{head}{ev["line"][1:]}\n')
+            await resp.write(line.encode())
 
         try:
             async with self.pool.acquire() as conn:

@@ -18,9 +18,18 @@ def next_timestamp(now_us: int, last: int, n: int, i: int) -> int:
     return m - (m % n) + i
 
 
+def canonical_json(payload: Any) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def canonical_hash(text: str) -> str:
+    """SHA-256 of an already canonical JSON text: ``payload_hash(p) == canonical_hash(canonical_json(p))``."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def payload_hash(payload: Any) -> str:
     """SHA-256 of the canonical JSON of a payload (what subscribers compare to detect forks)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return canonical_hash(canonical_json(payload))
 
 
 class ForkDetected(Exception):

@@ -30,7 +30,7 @@ from harness.sut.common.db import (
     retry,
 )
 from harness.sut.common.log import log
-from harness.sut.sequencer.pure import next_timestamp, payload_hash
+from harness.sut.sequencer.pure import canonical_hash, canonical_json, next_timestamp
 
 SEQ_DDL = """
 create table if not exists seq_watermarks (
@@ -41,13 +41,24 @@ create table if not exists seq_events (
 create index if not exists seq_events_recipients on seq_events using gin (recipients);
 """
 
-INSERT_SQL = """
-insert into seq_events (ts, instance_index, sender, recipients, message_id, payload, payload_hash)
-select t, $2::int, s, string_to_array(r, ','), m, p::jsonb, h
-from unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) as u(t, s, r, m, p, h)
-on conflict (sender, message_id) do nothing returning ts
+#: One batch = ONE statement (one round trip through the fault proxy and pg-lb instead of BEGIN, insert, update,
+#: COMMIT). The watermark advance and the events commit atomically, as the model requires, and both apply only
+#: while the instance is marked online: the insert is conditioned on the update having found the row online
+#: (``wm``), so an instance marked offline meanwhile writes nothing (as the old transaction's rollback did). A
+#: concurrent offline marking and this update serialise on the watermark row's lock under READ COMMITTED: whichever
+#: comes second re-reads the row (``online`` / the advanced watermark) before it applies.
+WRITE_SQL = """
+with wm as (
+  update seq_watermarks set watermark = $1 where instance_index = $2 and online
+  returning watermark, pg_notify($3, $4)),
+ins as (
+  insert into seq_events (ts, instance_index, sender, recipients, message_id, payload, payload_hash)
+  select t, $2::int, s, string_to_array(r, ','), m, p::jsonb, h
+  from unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) as u(t, s, r, m, p, h)
+  where exists (select 1 from wm)
+  on conflict (sender, message_id) do nothing returning ts)
+select (select count(*) from wm) as online, array(select ts from ins) as inserted
 """
-
 
 #: LISTEN/NOTIFY channel of the sequencer instances (as Canton's Postgres event signaller): every watermark
 #: update notifies ``<e|k>,<instance index>,<watermark>`` (e = the transaction wrote events, k = keep-alive only)
@@ -199,32 +210,30 @@ class SequencerWriter:
         conn = self.conn
         accepted: list[tuple[int, SendRequest]] = []
         late: list[tuple[int, SendRequest]] = []
-        async with conn.transaction():
-            for it in items:
-                ts = self._next_ts()
-                if it.max_sequencing_time is not None and ts > it.max_sequencing_time:
-                    late.append((ts, it))
-                else:
-                    accepted.append((ts, it))
-            top = self._next_ts() if not items else self.last_ts
-            existing: dict[tuple[str, str], int] = {}
-            if accepted:
-                inserted = {r["ts"] for r in await conn.fetch(
-                    INSERT_SQL, [ts for ts, _ in accepted], self.index,
-                    [it.sender for _, it in accepted], [",".join(it.recipients) for _, it in accepted],
-                    [it.message_id for _, it in accepted],
-                    [_json(it.payload) for _, it in accepted],
-                    [payload_hash(it.payload) for _, it in accepted])}
-                dups = [it for ts, it in accepted if ts not in inserted]
-                for it in dups:   # an idempotent re-send of a message already sequenced earlier
-                    existing[(it.sender, it.message_id)] = await conn.fetchval(
-                        "select ts from seq_events where sender = $1 and message_id = $2", it.sender, it.message_id)
-            signal = f"{'e' if accepted else 'k'},{self.index},{top}"
-            row = await conn.fetchval("update seq_watermarks set watermark = $1 where instance_index = $2 "
-                                      "and online returning watermark, pg_notify($3, $4)",
-                                      top, self.index, SIGNAL_CHANNEL, signal)
-            if row is None:
-                raise MarkedOffline(f"instance {self.index} was marked offline")
+        for it in items:
+            ts = self._next_ts()
+            if it.max_sequencing_time is not None and ts > it.max_sequencing_time:
+                late.append((ts, it))
+            else:
+                accepted.append((ts, it))
+        top = self._next_ts() if not items else self.last_ts
+        signal = f"{'e' if accepted else 'k'},{self.index},{top}"
+        texts = [_json(it.payload) for _, it in accepted]
+        row = await conn.fetchrow(
+            WRITE_SQL, top, self.index, SIGNAL_CHANNEL, signal, [ts for ts, _ in accepted],
+            [it.sender for _, it in accepted], [",".join(it.recipients) for _, it in accepted],
+            [it.message_id for _, it in accepted], texts, [canonical_hash(t) for t in texts])
+        if not row["online"]:
+            raise MarkedOffline(f"instance {self.index} was marked offline")
+        inserted = set(row["inserted"])
+        existing: dict[tuple[str, str], int] = {}
+        dups = [it for ts, it in accepted if ts not in inserted]
+        if dups:   # idempotent re-sends of messages sequenced earlier (committed: the insert waited for them)
+            for r in await conn.fetch(
+                    "select sender, message_id, ts from seq_events e join unnest($1::text[], $2::text[]) as u(s, m) "
+                    "on e.sender = u.s and e.message_id = u.m",
+                    [it.sender for it in dups], [it.message_id for it in dups]):
+                existing[(r["sender"], r["message_id"])] = r["ts"]
         for ts, it in accepted:
             if not it.future.done():
                 it.future.set_result({"ts": existing.get((it.sender, it.message_id), ts),
@@ -293,6 +302,4 @@ class SequencerWriter:
                 log("offline_marker_failed", level="warning", error=repr(exc))
 
 
-def _json(payload: Any) -> str:
-    import json
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+_json = canonical_json
