@@ -135,13 +135,13 @@ class MediatorNode:
 
             async def tx(conn: asyncpg.Connection, batch: list[dict[str, Any]] = batch,
                          verdicts: list[tuple[str, str, int, str | None]] = verdicts) -> None:
-                if verdicts:
-                    await conn.execute("insert into m_verdicts (request_id, verdict, ts) select r, v, $3 "
-                                       "from unnest($1::text[], $2::text[]) as u(r, v) on conflict do nothing",
-                                       [v[0] for v in verdicts], [v[1] for v in verdicts], batch[-1]["ts"])
                 last = batch[-1]
-                await conn.execute("update m_state set last_counter = $1, last_ts = $2, last_hash = $3 where id = 1",
-                                   last["counter"], last["ts"], last["payload_hash"])
+                await conn.execute(   # one statement (one round trip): verdicts and the processed counter
+                    "with v as (insert into m_verdicts (request_id, verdict, ts) select r, v, $6 "
+                    "from unnest($1::text[], $2::text[]) as u(r, v) on conflict do nothing) "
+                    "update m_state set last_counter = $3, last_ts = $4, last_hash = $5 where id = 1",
+                    [v[0] for v in verdicts], [v[1] for v in verdicts], last["counter"], last["ts"],
+                    last["payload_hash"], batch[-1]["ts"])
             await writer.write(tx, what="mediator_events")
             self.committed_ts = batch[-1]["ts"]
             for rid, verdict, deadline, reason in verdicts:

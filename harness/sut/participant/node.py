@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from aiohttp import web
 from harness.sut.common.config import NodeConfig
 from harness.sut.common.db import FatalDbError, PassiveInstance
 from harness.sut.common.election import Election, RoleHooks, Writer, read_evidence
+from harness.sut.common.group import GroupCommit
 from harness.sut.common.health import HealthSource, health_app, start_site
 from harness.sut.common.log import log
 from harness.sut.participant import store
@@ -28,6 +30,30 @@ from harness.sut.participant.protocol import Ctx, completion_body, process_batch
 from harness.sut.sequencer.client import EventFeed, NotSequenced, SequencerClient
 from harness.sut.sequencer.pure import EventValidator, Seen
 from harness.sut.sequencer.store import now_us
+
+
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    """The read pool holds no session state (no advisory lock, LISTEN or SET): skip asyncpg's reset query, a
+    round trip on every release (i.e. on every stream poll)."""
+
+
+_Outcome = tuple[str, DedupEntry | None]   # (decision, the dedup entry it was made from)
+
+
+@dataclass
+class _Submission:
+    req: dict[str, Any]
+    now: int                          # when it was received (dedup period reference)
+    period: int
+    mem_entry: DedupEntry | None      # only with the ``dedup_in_memory`` bug
+
+
+class _SubmitGroup(GroupCommit[_Submission, _Outcome]):
+    """The group commit of one active period (bound to its fenced writer)."""
+
+    def __init__(self, node: ParticipantNode, writer: Writer) -> None:
+        super().__init__(lambda subs: node._record_submissions(writer, subs), shared=(PassiveInstance,))
+        self.writer = writer
 
 
 class ParticipantNode:
@@ -50,6 +76,7 @@ class ParticipantNode:
         self._runners: list[web.AppRunner] = []
         self._api: web.AppRunner | None = None
         self._election_task: asyncio.Task[None] | None = None
+        self._group: _SubmitGroup | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -83,7 +110,7 @@ class ParticipantNode:
         self.writer = writer
         self.hub.passive = False
         t = self.cfg.timers
-        self.read_pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=4,
+        self.read_pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=4, reset=_no_reset,
                                                    timeout=t.db_connect_timeout, command_timeout=t.db_command_timeout)
         st = await self.read_pool.fetchrow("select * from p_state where id = 1")
         last = Seen(st["last_counter"], st["last_ts"], st["last_hash"]) if st["last_counter"] is not None else None
@@ -101,6 +128,7 @@ class ParticipantNode:
                        asyncio.create_task(self._ticker())]
         for r in unsent:
             self._spawn_send(json.loads(r["request"]))
+        self._group = _SubmitGroup(self, writer)
         if self._api is None:
             self._api = await start_site(ledger_app(self), self.cfg.api_host, self.cfg.api_port, "ledger_api")
 
@@ -110,6 +138,9 @@ class ParticipantNode:
         if self._api is not None and "passive_serves_api" not in self.cfg.bugs:
             api, self._api = self._api, None
             await api.cleanup()
+        if self._group is not None:
+            group, self._group = self._group, None
+            await group.close(PassiveInstance("became passive"))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -168,7 +199,8 @@ class ParticipantNode:
             self._tasks = [t for t in self._tasks if not t.done()]
             if ack_early:
                 self.hub.early.clear()
-            await self.hub.notify()
+            if fx.completions or fx.transactions or ack_early:
+                await self.hub.notify()
 
     @staticmethod
     async def _send_quiet(seq: SequencerClient, rcpt: list[str], body: dict[str, Any], mid: str, mst: int) -> None:
@@ -208,36 +240,18 @@ class ParticipantNode:
             period = dedup_period_us(body.get("deduplication_period_s"))
         except (KeyError, TypeError, ValueError) as exc:
             return 400, {"error": "INVALID_ARGUMENT", "reason": str(exc), "replica": replica}
-        key, now = req["change_key"], now_us()
+        now = now_us()
         mem = self.ctx.mem_dedup
         mem_entry: DedupEntry | None = None
         if mem is not None:     # BUG dedup_in_memory: decided from this replica's memory only
-            mem_entry = mem.get(key)
+            mem_entry = mem.get(req["change_key"])
             if decide(mem_entry, now, period) == "new":
-                mem[key] = DedupEntry("inflight", req["submission_id"])
-
-        async def tx(conn: asyncpg.Connection) -> tuple[str, DedupEntry | None, store.Effects]:
-            fx = store.Effects()
-            if mem is not None:
-                entry = mem_entry
-                decision = decide(entry, now, period)
-            elif await store.claim_and_record(conn, req):
-                return "new", None, fx
-            else:
-                entry = await store.load_dedup(conn, key)
-                decision = decide(entry, now, period)
-                if decision == "new":
-                    await store.set_inflight(conn, key, req["submission_id"], req["request_id"])
-            if decision == "new":
-                await store.insert_inflight(conn, req)
-            elif decision == "duplicate" and entry is not None:
-                await store.add_completion(conn, fx, completion_body(
-                    self.ctx, req, "DUPLICATE_COMMAND", offset=entry.tx_offset,
-                    existing_submission_id=entry.submission_id), None)
-            return decision, entry, fx
-
+                mem[req["change_key"]] = DedupEntry("inflight", req["submission_id"])
+        group = self._group
+        if group is None or group.writer is not writer:
+            return 503, {"error": "NODE_IS_PASSIVE_REPLICA", "status": "UNAVAILABLE", "replica": replica}
         try:
-            decision, entry, _fx = await writer.write(tx, what="submit")
+            decision, entry = await group.submit(_Submission(req, now, period, mem_entry))
         except PassiveInstance:
             return 503, {"error": "NODE_IS_PASSIVE_REPLICA", "status": "UNAVAILABLE", "replica": replica}
         except FatalDbError as exc:
@@ -245,14 +259,49 @@ class ParticipantNode:
         if decision == "in_flight":
             return 409, {"error": "SUBMISSION_ALREADY_IN_FLIGHT", "status": "ABORTED", "replica": replica,
                          "existing_submission_id": entry.submission_id if entry else None}
-        if decision == "new":
-            mst = req["max_sequencing_time"]
-            self.ctx.deadline = mst if self.ctx.deadline is None else min(self.ctx.deadline, mst)
-            self._spawn_send(req)
-        else:
-            await self.hub.notify()
         return 202, {"status": "ACCEPTED", "submission_id": req["submission_id"], "request_id": req["request_id"],
                      "replica": replica, "duplicate": decision == "duplicate"}
+
+    async def _record_submissions(self, writer: Writer, subs: list[_Submission]) -> list[_Outcome]:
+        """One fenced transaction for every submission queued meanwhile (group commit): new change IDs are claimed
+        with one statement; the others (a dedup row exists) are decided one by one in the same transaction."""
+        mem = self.ctx.mem_dedup
+
+        async def tx(conn: asyncpg.Connection) -> tuple[list[_Outcome], store.Effects]:
+            fx = store.Effects()
+            claimed = set() if mem is not None else await store.claim_and_record_many(conn, [s.req for s in subs])
+            out: list[_Outcome] = []
+            for sub in subs:
+                req, key = sub.req, sub.req["change_key"]
+                if req["request_id"] in claimed:
+                    out.append(("new", None))
+                    continue
+                if mem is not None:
+                    entry = sub.mem_entry
+                    decision = decide(entry, sub.now, sub.period)
+                else:
+                    entry = await store.load_dedup(conn, key)
+                    decision = decide(entry, sub.now, sub.period)
+                    if decision == "new":
+                        await store.set_inflight(conn, key, req["submission_id"], req["request_id"])
+                if decision == "new":
+                    await store.insert_inflight(conn, req)
+                elif decision == "duplicate" and entry is not None:
+                    await store.add_completion(conn, fx, completion_body(
+                        self.ctx, req, "DUPLICATE_COMMAND", offset=entry.tx_offset,
+                        existing_submission_id=entry.submission_id), None)
+                out.append((decision, entry))
+            return out, fx
+
+        outcomes, fx = await writer.write(tx, what="submit")
+        for sub, (decision, _) in zip(subs, outcomes, strict=True):
+            if decision == "new":
+                mst = sub.req["max_sequencing_time"]
+                self.ctx.deadline = mst if self.ctx.deadline is None else min(self.ctx.deadline, mst)
+                self._spawn_send(sub.req)
+        if fx.completions:
+            await self.hub.notify()
+        return outcomes
 
     def _parse(self, body: dict[str, Any]) -> dict[str, Any]:
         user, command_id = str(body["user"]), str(body["command_id"])

@@ -93,6 +93,23 @@ async def claim_and_record(conn: asyncpg.Connection, request: dict[str, Any]) ->
         json.dumps(request)))
 
 
+async def claim_and_record_many(conn: asyncpg.Connection, requests: list[dict[str, Any]]) -> set[str]:
+    """``claim_and_record`` for many submissions in one statement (group commit of the Ledger API): the request
+    ids whose change ID had no dedup row yet, now claimed and in flight. Rows are claimed in list order, so of two
+    submissions of one change ID in the same list the first wins and the second finds its row (then decide)."""
+    rows = await conn.fetch(
+        "with u as (select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) "
+        "  with ordinality as u(k, s, r, m, q, n)), "
+        "c as (insert into p_dedup (change_key, state, submission_id, request_id) "
+        "  select k, 'inflight', s, r from u order by n on conflict do nothing returning request_id) "
+        "insert into p_inflight (request_id, change_key, submission_id, max_sequencing_time, request) "
+        "select u.r, u.k, u.s, u.m, u.q::jsonb from u join c on c.request_id = u.r returning request_id",
+        [r["change_key"] for r in requests], [r["submission_id"] for r in requests],
+        [r["request_id"] for r in requests], [r["max_sequencing_time"] for r in requests],
+        [json.dumps(r) for r in requests])
+    return {r["request_id"] for r in rows}
+
+
 async def set_inflight(conn: asyncpg.Connection, key: str, submission_id: str, request_id: str) -> None:
     await conn.execute("update p_dedup set state = 'inflight', submission_id = $2, request_id = $3, "
                        "tx_offset = null, accepted_at = null where change_key = $1", key, submission_id, request_id)

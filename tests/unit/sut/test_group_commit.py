@@ -1,0 +1,91 @@
+"""GroupCommit: queued requests share a batch, a lone request is not delayed, one bad request fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from harness.sut.common.group import GroupCommit
+
+pytestmark = pytest.mark.unit
+
+
+class Passive(Exception):
+    pass
+
+
+def test_requests_queued_while_a_batch_runs_share_the_next_one() -> None:
+    async def main() -> list[list[int]]:
+        batches: list[list[int]] = []
+        gate = asyncio.Event()
+
+        async def run(items: list[int]) -> list[int]:
+            batches.append(items)
+            if len(batches) == 1:
+                await gate.wait()
+            return [i * 10 for i in items]
+
+        g: GroupCommit[int, int] = GroupCommit(run, workers=1)
+        first = asyncio.create_task(g.submit(0))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        rest = [asyncio.create_task(g.submit(i)) for i in range(1, 6)]
+        await asyncio.sleep(0)
+        gate.set()
+        assert await first == 0
+        assert await asyncio.gather(*rest) == [10, 20, 30, 40, 50]
+        await g.close(Passive())
+        return batches
+
+    assert asyncio.run(main()) == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_a_failing_batch_is_retried_item_by_item() -> None:
+    async def main() -> None:
+        async def run(items: list[int]) -> list[int]:
+            await asyncio.sleep(0.01)
+            if 3 in items:
+                raise ValueError("bad item 3")
+            return items
+
+        g: GroupCommit[int, int] = GroupCommit(run, workers=1)
+        blocker = asyncio.create_task(g.submit(0))
+        await asyncio.sleep(0)
+        tasks = [asyncio.create_task(g.submit(i)) for i in (1, 2, 3, 4)]
+        results = await asyncio.gather(blocker, *tasks, return_exceptions=True)
+        assert results[:3] == [0, 1, 2] and results[4] == 4
+        assert isinstance(results[3], ValueError)
+        await g.close(Passive())
+
+    asyncio.run(main())
+
+
+def test_shared_errors_fail_the_batch_and_close_fails_the_queue() -> None:
+    async def main() -> None:
+        calls: list[list[int]] = []
+        hold = asyncio.Event()
+
+        async def run(items: list[int]) -> list[int]:
+            calls.append(items)
+            if items == [0]:
+                await hold.wait()
+            raise Passive()
+
+        g: GroupCommit[int, int] = GroupCommit(run, workers=1, shared=(Passive,))
+        t0 = asyncio.create_task(g.submit(0))
+        await asyncio.sleep(0)
+        t12 = [asyncio.create_task(g.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        hold.set()
+        res = await asyncio.gather(t0, *t12, return_exceptions=True)
+        assert all(isinstance(r, Passive) for r in res)
+        assert calls == [[0], [1, 2]]          # not retried one by one
+        waiting = asyncio.create_task(g.submit(7))
+        await g.close(Passive())
+        with pytest.raises(Passive):
+            await waiting
+        with pytest.raises(Passive):
+            await g.submit(8)
+
+    asyncio.run(main())
