@@ -85,6 +85,15 @@ class TopologyModel:
                 return lk
         raise KeyError(name)
 
+    def database(self, service: str) -> str:
+        """The database a node replica uses: its logical node's (``p1a`` -> ``p1``); sequencers share one."""
+        svc = self.service(service)
+        if svc.role == "sequencer":
+            return "sequencer"
+        if svc.role in ("participant", "mediator") and svc.node:
+            return svc.node
+        raise KeyError(f"{service} ({svc.role}) has no node database")
+
     @property
     def service_names(self) -> list[str]:
         return [s.name for s in self.services]
