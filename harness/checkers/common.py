@@ -66,7 +66,7 @@ def quiet_period(idx: HistoryIndex, r: Resolved) -> QuietPeriod:
         f = unhealed[0]
         return QuietPeriod(False, f"fault step {f.step} ({f.kind}) was never healed", idx.t_start)
     last_heal = idx.last_heal
-    if last_heal is not None and idx.t_end - last_heal < r.recovery_bound_s:
+    if last_heal is not None and idx.t_end - last_heal < r.recovery_bound_s and not idx.settled:
         return QuietPeriod(False, f"history ends {idx.t_end - last_heal:.1f}s after the last heal, before the "
                                   f"{r.recovery_bound_s:g}s quiet period", idx.t_start)
     return QuietPeriod(True, "", idx.t_end - r.completion_grace_s)

@@ -74,6 +74,8 @@ class Fault:
 class HistoryIndex:
     events: list[Event]
     submits: list[Op] = field(default_factory=list)
+    #: ``ledger_end`` reads the workload makes right after it saw OK completions (read-after-ack, invariant 4)
+    ledger_ends: list[Op] = field(default_factory=list)
     completions: list[Event] = field(default_factory=list)
     transactions: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
     tx_subscribes: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
@@ -93,6 +95,12 @@ class HistoryIndex:
     def last_heal(self) -> float | None:
         ends = [f.end for f in self.faults if f.start is not None and f.end is not None]
         return max(ends) if ends else None
+
+    @property
+    def settled(self) -> bool:
+        """The run's quiet period ended early because the workload had shown recovery and completeness (the
+        executor's ``end`` marker says so): the history is as judgeable as one that waited the full bound."""
+        return any(ev.value.get("phase") == "end" and ev.value.get("settled") is True for ev in self.phases)
 
     def phase_start(self, name: str) -> float | None:
         for ev in self.phases:
@@ -120,11 +128,11 @@ def build_index(events: list[Event]) -> HistoryIndex:
         if p == "nemesis":
             _index_nemesis(ev, faults_by_step, open_faults, idx)
             continue
-        if f == "submit":
+        if f in ("submit", "ledger_end"):
             if ev.type == "invoke":
                 op = Op(ev)
                 open_ops[(p, f)] = op
-                idx.submits.append(op)
+                (idx.submits if f == "submit" else idx.ledger_ends).append(op)
             else:
                 op = open_ops.pop((p, f), None)
                 if op is not None:

@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from harness.checkers.common import as_index, plural, quiet_period, resolve
-from harness.checkers.index import ChangeKey, HistoryIndex, change_key
+from harness.checkers.index import ChangeKey, HistoryIndex, change_key, offset_key
 from harness.checkers.model import CheckContext, CheckResult, result, witness
 from harness.history import Event
 
@@ -111,8 +111,39 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
                   metrics={"acknowledged": len(acked), "pending": pending})
 
 
+def stale_reads(idx: HistoryIndex) -> list[tuple[Event, Event]]:
+    """Ledger-end reads invoked after an OK completion was seen whose ledger end is below that completion's
+    offset: the success was reported before it was durable (or it was lost). Pairs (completion, read outcome).
+
+    Why this is a violation: a participant reports a completion only once its transaction is committed, so
+    its ledger end includes the transaction from then on (Canton's Ledger API guarantees it); any replica that
+    answers afterwards reads the same shared database."""
+    by_part: dict[str, list[Event]] = defaultdict(list)
+    for ev in idx.completions:
+        if ev.value.get("status") == "OK" and ev.value.get("offset") is not None:
+            by_part[str(ev.value.get("participant"))].append(ev)
+    out: list[tuple[Event, Event]] = []
+    for part, oks in by_part.items():
+        oks.sort(key=lambda e: e.t)
+        reads = sorted((op for op in idx.ledger_ends if op.outcome is not None and op.outcome.type == "ok"
+                        and str(op.invoke.value.get("participant")) == part
+                        and op.outcome.value.get("offset") is not None), key=lambda op: op.invoke.t)
+        i, best = 0, None
+        for op in reads:
+            while i < len(oks) and oks[i].t < op.invoke.t:
+                if best is None or offset_key(oks[i].value["offset"]) > offset_key(best.value["offset"]):
+                    best = oks[i]
+                i += 1
+            assert op.outcome is not None
+            if best is not None and offset_key(op.outcome.value["offset"]) < offset_key(best.value["offset"]):
+                out.append((best, op.outcome))
+    return out
+
+
 def check_no_lost_success(events: list[Event] | HistoryIndex, ctx: CheckContext | None = None) -> CheckResult:
-    """4. An OK completion's transaction is in the submitter's and every informee's stream, with one content."""
+    """4. An OK completion's transaction is in the submitter's and every informee's stream, with one content,
+    and a ledger-end read made after the completion was seen includes it (no success reported before it is
+    durable)."""
     idx = as_index(events)
     r = resolve(ctx, idx)
     qp = quiet_period(idx, r)
@@ -165,10 +196,23 @@ def check_no_lost_success(events: list[Event] | HistoryIndex, ctx: CheckContext 
                 mismatched += 1
                 witnesses.append(witness(got, f"content differs from {ref.value.get('participant')}'s copy"))
                 witnesses.append(witness(ref, "reference copy"))
-    if missing or mismatched:
-        return result("4", "fail", f"of {len(oks)} OK completions: {plural(missing, 'transaction')} missing "
-                                   f"from a stream, {mismatched} with differing content/offset", witnesses)
+    stale = stale_reads(idx)
+    stale_witnesses: list[dict[str, Any]] = []
+    for comp, read in stale[:5]:
+        stale_witnesses.append(witness(comp, "OK completion seen"))
+        stale_witnesses.append(witness(read, f"read after it: ledger end {read.value.get('offset')!r} is below "
+                                             f"offset {comp.value.get('offset')!r}"))
+    if missing or mismatched or stale:
+        parts = [f"{plural(missing, 'transaction')} missing from a stream",
+                 f"{mismatched} with differing content/offset"]
+        if stale:
+            parts.append(f"{plural(len(stale), 'ledger-end read')} after an OK completion not including it "
+                         "(success reported before it was durable)")
+        return result("4", "fail", f"of {len(oks)} OK completions: " + ", ".join(parts),
+                      stale_witnesses + witnesses, {"stale_reads": len(stale)})
     if pending and not qp.judgeable:
         return result("4", "unknown", f"{plural(pending, 'transaction')} not (yet) in a stream; {qp.reason}")
-    return result("4", "pass", f"{len(oks)} OK completions, each transaction in every informee's stream",
-                  metrics={"ok_completions": len(oks), "not_judged": pending})
+    reads = sum(1 for op in idx.ledger_ends if op.type == "ok")
+    tail = f"; {reads} ledger-end reads after them all included them" if reads else ""
+    return result("4", "pass", f"{len(oks)} OK completions, each transaction in every informee's stream{tail}",
+                  metrics={"ok_completions": len(oks), "not_judged": pending, "ledger_end_reads": reads})

@@ -28,6 +28,8 @@ BUGS: dict[str, str] = {
     "watermark": "8: one event is served above the safe watermark",
     "two_ready": "9: p1a stays ready 1 s after p1b became ready",
     "slow_recovery": "10: nothing completes for bound + 5 s after the last heal",
+    "p1_stuck": "10: p1 never serves again after the last heal (p2 does)",
+    "stale_read": "4: a ledger-end read right after an OK completion does not include it",
     "ack_while_cut": "11: p1a acknowledges a submit while its database is cut",
 }
 PARTS = {"p1": ("p1a", "p1b"), "p2": ("p2a", "p2b")}
@@ -76,6 +78,9 @@ class _Gen:
         self.tf2, self.th2 = 0.45 * self.d, 0.45 * self.d + 5.0  # kill seq2
         self.end = self.th2 + (cfg.quiet_s if cfg.quiet_s is not None else max(25.0, 0.55 * self.d - 5.0))
         self.stall = (self.th2, self.th2 + cfg.recovery_bound_s + 5.0) if self.bug("slow_recovery") else None
+        if self.bug("p1_stuck"):
+            self.stall = (self.th2, float("inf"))
+        self.stalled = {"p1"} if self.bug("p1_stuck") else set(PARTS)
         self.completions: list[tuple[float, str, dict[str, Any], _Cmd | None]] = []
         self.accepted: list[_Cmd] = []
         self.once: set[str] = set()
@@ -99,7 +104,7 @@ class _Gen:
         return None if t < self.tf + FAILOVER_S else b
 
     def available(self, part: str, t: float) -> bool:
-        if self.stall and self.stall[0] <= t < self.stall[1]:
+        if self.stall and self.stall[0] <= t < self.stall[1] and part in self.stalled:
             return False
         return self.active(part, t) is not None
 
@@ -139,6 +144,8 @@ class _Gen:
                 t_out = t + self.rng.uniform(0.05, 0.3)
                 self.add(t_out, proc, "fail", "submit", {**v, "error": "UNAVAILABLE", "http_status": 503})
                 t = t_out + 0.2
+                if t >= self.end - 1.0:
+                    return t  # the run ends: the client gives up
                 continue
             if cmd.part == "p1" and self.cfg.fault_takes and self.tf - 0.5 <= t < self.tf and not resubmit:
                 self.add(t + 2.0, proc, "info", "submit", {**v, "error": "timeout"})
@@ -219,6 +226,7 @@ class _Gen:
             self.add(0.0, f"completions-{q}", "info", "subscribe", {"participant": q, "from_offset": 0,
                                                                    "reason": "start"})
         resumed = False
+        seen: dict[str, list[tuple[float, int]]] = {q: [] for q in PARTS}   # OK completions: (time, offset)
         for t0, part, v, cmd in self.completions:
             t, rep = self.deliver_at(part, t0)
             if part == "p1" and not resumed and self.cfg.fault_takes and t >= self.tf + FAILOVER_S:
@@ -235,6 +243,28 @@ class _Gen:
                 else:
                     val["existing_submission_id"] = v.get("existing_submission_id")
             self.add(t, f"completions-{part}", "ok", "completion", val)
+            if v["status"] == "OK" and val.get("offset") is not None:
+                seen[part].append((t, val["offset"]))
+        self.ledger_end_reads(seen)
+
+    def ledger_end_reads(self, seen: dict[str, list[tuple[float, int]]]) -> None:
+        """The workload reads the ledger end after OK completions it saw (every 5th here); a correct ledger end
+        is at least the highest offset reported OK before the read."""
+        for part, oks in seen.items():
+            oks.sort()
+            best, j = 0, 0
+            for k in range(4, len(oks), 5):
+                tr = oks[k][0] + 0.002
+                while j < len(oks) and oks[j][0] <= tr:
+                    best, j = max(best, oks[j][1]), j + 1
+                end = best
+                if tr > self.end * 0.5 and self.first("stale_read"):
+                    end = best - 1
+                    self.truth["stale_read"] = {"participant": part, "offset": best}
+                rv = {"participant": part, "after_offset": best}
+                self.add(tr, f"ledgerend-{part}", "invoke", "ledger_end", rv)
+                self.add(tr + 0.004, f"ledgerend-{part}", "ok", "ledger_end",
+                         {**rv, "offset": end, "replica": self.active(part, tr) or PARTS[part][1]})
 
     def sequencer(self) -> None:
         if not self.cfg.seq_readers:
@@ -364,6 +394,8 @@ def generate_run(cfg: SynthConfig | None = None, **kw: Any) -> SynthRun:
         g.truth["two_ready"] = {"node": "p1", "after": g.tf + FAILOVER_S}
     if "slow_recovery" in cfg.bugs:
         g.truth["slow_recovery"] = {"heal_t": g.th2}
+    if "p1_stuck" in cfg.bugs:
+        g.truth["p1_stuck"] = {"heal_t": g.th2, "participant": "p1"}
     return SynthRun(g.ev, g.truth, (g.tf, g.th), g.th2)
 
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.unit
 BUG_INVARIANT = {
     "overlap_writers": "1", "duplicate": "2", "lost_ack": "3", "lost_tx": "4", "offset_dup": "5", "order": "6",
     "seq_gap": "7", "watermark": "8", "two_ready": "9", "slow_recovery": "10", "ack_while_cut": "11",
+    "p1_stuck": "10", "stale_read": "4",
 }
 
 
@@ -82,6 +83,9 @@ def test_witnesses_point_at_the_injected_operation() -> None:
                                         for v in vs),
         "overlap_writers": lambda vs, tr: all(v.get("node") == tr["node"] for v in vs),
         "two_ready": lambda vs, tr: any({"p1a", "p1b"} <= set(v.get("ready", [])) for v in vs),
+        "stale_read": lambda vs, tr: any(v.get("offset") == tr["offset"] - 1 for v in vs)
+        and any(v.get("offset") == tr["offset"] and v.get("status") == "OK" for v in vs),
+        "p1_stuck": lambda vs, tr: not any(v.get("participant") == "p1" for v in vs),
     }
     for bug, ok in checks.items():
         run = run_with(bug)
@@ -92,6 +96,31 @@ def test_witnesses_point_at_the_injected_operation() -> None:
     assert any(w["f"] == "heal" and w["t"] == pytest.approx(run.truth["slow_recovery"]["heal_t"])
                for w in res.witnesses)
     assert res.metrics["ttr_s"] > res.metrics["recovery_bound_s"]
+
+
+def test_one_participant_stuck_after_the_heal_fails_recovery_naming_it() -> None:
+    """Recovery is per participant: p2 serving again does not hide that p1 never does."""
+    res = by_id(check_all(run_with("p1_stuck").events))["10"]
+    assert "p1" in res.explanation and "p2" not in res.explanation.split("bound")[0].replace("p1", "")
+    assert res.metrics["ttr_s"] is None
+    clean = by_id(check_all(run_with().events))["10"]
+    assert set(clean.metrics["faults"][-1]["per_participant"]) == {"p1", "p2"}
+
+
+def test_failover_within_bound_is_required_when_the_plan_asks() -> None:
+    """``expect.failover_within_s``: p1 must serve again within that many seconds of the fault that hit it.
+    The synthetic failover takes FAILOVER_S (3 s) plus the first command's round trip."""
+    run = run_with()
+    ok = by_id(check_all(run.events, CheckContext(expect={"failover": ["p1"], "failover_within_s": 10})))
+    assert ok["10"].verdict == "pass" and ok["G2"].verdict == "pass"
+    assert 3.0 <= ok["10"].metrics["failover_s"]["p1"] < 10
+    tight = by_id(check_all(run.events, CheckContext(expect={"failover": ["p1"], "failover_within_s": 2})))
+    assert tight["10"].verdict == "fail", tight["10"].explanation
+    assert "p1 did not serve again within 2s of step 0" in tight["10"].explanation
+    assert tight["10"].witnesses[0]["f"] == "link-timeout"
+    # without the guard's pair the bound has nothing to measure: the ordinary recovery rule applies
+    other = by_id(check_all(run.events, CheckContext(expect={"failover": ["p2"], "failover_within_s": 2})))
+    assert other["10"].verdict == "pass"
 
 
 def test_missing_completion_is_unknown_before_the_quiet_period() -> None:

@@ -136,3 +136,15 @@ def test_recovery_without_any_command_after_the_heal_is_unknown() -> None:
     assert r.verdict == "unknown" and "no command was submitted" in r.explanation
     tried = sorted([*h, *submit(20, "s1", "fail")], key=lambda e: e.t)
     assert check_recovery(tried).verdict == "fail"
+
+
+def test_a_settled_early_end_is_judgeable() -> None:
+    """A quiet period that ended early because the workload settled (end marker ``settled``) is judged like one
+    that waited the whole bound; without the marker the same short history is unknown for what is pending."""
+    h = [*_fault(0, 5, 10), *submit(11, "s1", "ok"), completion(11.5, "s1", "OK"),
+         *submit(20, "s2", "ok")]   # s2: acknowledged in the last moments, no completion yet
+    plain = sorted([*h, end(21)], key=lambda e: e.t)
+    settled = sorted([*h, ev(21, "harness", "info", "phase", phase="end", settled=True)], key=lambda e: e.t)
+    assert check_acknowledged_completes(plain).verdict == "unknown"
+    r = check_acknowledged_completes(settled)
+    assert r.verdict == "pass" and "not judged" in r.explanation
