@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from harness.faultproxy import evloop
 from harness.faultproxy.api import TOXIPROXY_API_VERSION
 from harness.faultproxy.errors import ApiError
 from harness.faultproxy.server import FaultProxyServer, raise_fd_limit
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     raise_fd_limit()
-    return asyncio.run(serve(args))
+    logging.getLogger("faultproxy").info("event loop: %s", evloop.loop_kind())
+    return evloop.run(serve(args))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 
+from harness.faultproxy import evloop
 from harness.sut.common.config import config_from_env
 from harness.sut.common.log import log, set_context
 
@@ -29,7 +30,7 @@ def build_node(cfg):  # type: ignore[no-untyped-def]
 async def amain() -> int:
     cfg = config_from_env()
     set_context(node=cfg.node, replica=cfg.replica, role=cfg.role)
-    log("starting", bugs=sorted(cfg.bugs), timers=cfg.timers.__dict__)
+    log("starting", bugs=sorted(cfg.bugs), timers=cfg.timers.__dict__, event_loop=evloop.loop_kind())
     node = build_node(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,7 +54,7 @@ async def amain() -> int:
 
 
 def main() -> None:
-    sys.exit(asyncio.run(amain()))
+    sys.exit(evloop.run(amain()))
 
 
 if __name__ == "__main__":
