@@ -18,19 +18,67 @@ if TYPE_CHECKING:
     from harness.sut.participant.node import ParticipantNode
 
 
+KEYS = {"p_completions": "completion_offset", "p_transactions": "offset"}
+
+
 class StreamHub:
-    """Wakes stream handlers after commits; carries ``early`` completions for the ``ack_before_durable`` bug.
+    """Wakes stream handlers after commits and keeps the latest committed elements in memory, so that streams
+    which are caught up are served without a DB query; carries ``early`` completions for ``ack_before_durable``.
 
     Why a version counter: a handler reads the version *before* it queries and waits only if nothing was
     committed since; a bare condition variable lost every commit that happened while the handler was querying
     or writing, and the stream then lagged until its 1 s heartbeat.
+
+    Why the memory is safe: elements are published right after their transaction committed, and offsets are
+    handed out under the ``p_state`` row lock, so a committed offset implies every lower one is committed. A
+    handler takes elements from memory only as a dense run starting right after its cursor; if the next one is
+    not there although a higher one was published (published out of order, evicted, or from before this active
+    period), it reads the DB as before.
     """
+
+    TAIL = 4096
 
     def __init__(self) -> None:
         self.version = 0
         self._changed = asyncio.Event()
         self.passive = False
         self.early: list[dict[str, Any]] = []
+        self.tails: dict[str, dict[int, bytes]] = {t: {} for t in KEYS}
+        self.high: dict[str, int] = {t: 0 for t in KEYS}
+        self.valid = False    # memory is used only while this replica is active (set by ``reset``)
+
+    def reset(self, completion_offset: int, tx_offset: int) -> None:
+        """On becoming active: everything up to these offsets is in the DB, nothing is in memory yet."""
+        self.tails = {t: {} for t in KEYS}
+        self.high = {"p_completions": completion_offset, "p_transactions": tx_offset}
+        self.valid = True
+
+    def publish(self, completions: list[dict[str, Any]], transactions: list[dict[str, Any]]) -> None:
+        """Elements of a committed transaction (call ``notify`` afterwards)."""
+        for table, items in (("p_completions", completions), ("p_transactions", transactions)):
+            tail, key = self.tails[table], KEYS[table]
+            for body in items:
+                off = body[key]
+                tail[off] = _line(body)
+                if off > self.high[table]:
+                    self.high[table] = off
+            while len(tail) > self.TAIL:
+                del tail[next(iter(tail))]
+
+    def take(self, table: str, cursor: int) -> list[tuple[int, bytes]] | None:
+        """The committed elements after ``cursor`` from memory (a dense run, maybe empty if nothing was committed
+        after it), or None: the DB must be read."""
+        if not self.valid:
+            return None
+        tail = self.tails[table]
+        out: list[tuple[int, bytes]] = []
+        nxt = cursor + 1
+        while nxt in tail:
+            out.append((nxt, tail[nxt]))
+            nxt += 1
+        if out or cursor >= self.high[table]:
+            return out
+        return None
 
     async def notify(self) -> None:
         self.version += 1
@@ -80,15 +128,18 @@ def ledger_app(node: ParticipantNode) -> web.Application:
                         await resp.write(_line({**c, "early": True}))
                         cursor = c["completion_offset"]
                 seen = hub.version
-                try:
-                    rows = await node.read_pool.fetch(f"select {key} as off, body from {table} where {key} > $1 "
-                                                      f"order by {key} limit 500", cursor)
-                except Exception:
-                    rows = []
-                    await asyncio.sleep(0.2)
-                for r in rows:
-                    await resp.write(r["body"].encode() + b"\n")
-                    cursor = r["off"]
+                rows = hub.take(table, cursor)
+                if rows is None:
+                    try:
+                        rows = [(r["off"], r["body"].encode() + b"\n") for r in await node.read_pool.fetch(
+                            f"select {key} as off, body from {table} where {key} > $1 order by {key} limit 500",
+                            cursor)]
+                    except Exception:
+                        rows = []
+                        await asyncio.sleep(0.2)
+                for off, line in rows:
+                    await resp.write(line)
+                    cursor = off
                 if len(rows) < 500:
                     await hub.wait(seen, 1.0)
                     if not rows:

@@ -113,6 +113,7 @@ class ParticipantNode:
         self.read_pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=4, reset=_no_reset,
                                                    timeout=t.db_connect_timeout, command_timeout=t.db_command_timeout)
         st = await self.read_pool.fetchrow("select * from p_state where id = 1")
+        self.hub.reset(st["completion_offset"], st["tx_offset"])
         last = Seen(st["last_counter"], st["last_ts"], st["last_hash"]) if st["last_counter"] is not None else None
         self.ctx.deadline = await store.next_deadline(self.read_pool)
         self.seq = SequencerClient(self.cfg.sequencer_endpoints, self.cfg.node, t)
@@ -134,6 +135,7 @@ class ParticipantNode:
 
     async def _to_passive(self) -> None:
         self.hub.passive = True
+        self.hub.valid = False
         await self.hub.notify()
         if self._api is not None and "passive_serves_api" not in self.cfg.bugs:
             api, self._api = self._api, None
@@ -199,6 +201,7 @@ class ParticipantNode:
             self._tasks = [t for t in self._tasks if not t.done()]
             if ack_early:
                 self.hub.early.clear()
+            self.hub.publish(fx.completions, fx.transactions)
             if fx.completions or fx.transactions or ack_early:
                 await self.hub.notify()
 
@@ -300,6 +303,7 @@ class ParticipantNode:
                 self.ctx.deadline = mst if self.ctx.deadline is None else min(self.ctx.deadline, mst)
                 self._spawn_send(sub.req)
         if fx.completions:
+            self.hub.publish(fx.completions, [])
             await self.hub.notify()
         return outcomes
 
