@@ -24,7 +24,15 @@ from harness.sut.common.config import NodeConfig
 from harness.sut.common.db import StorageHealth, db_name_of, ensure_schema, retry
 from harness.sut.common.health import HealthSource, health_app, start_site
 from harness.sut.common.log import log
-from harness.sut.sequencer.store import SEQ_DDL, SIGNAL_CHANNEL, SendRequest, SequencerWriter, now_us, parse_signal
+from harness.sut.sequencer.store import (
+    KEEPALIVE_CHANNEL,
+    SEQ_DDL,
+    SIGNAL_CHANNEL,
+    SendRequest,
+    SequencerWriter,
+    now_us,
+    parse_signal,
+)
 
 EVENT_COLS = "ts, sender, recipients, message_id, payload::text as payload, payload_hash"
 BROADCAST = "*"
@@ -33,8 +41,9 @@ BROADCAST = "*"
 #: the safe watermark and the events in (served, safe] in one statement: one round trip per wake-up, and both
 #: from one snapshot (an event at or below a watermark committed with it, so none can be missing)
 READ_SQL = f"""
-with s as (select min(watermark) as safe from seq_watermarks where online)
-select s.safe, {', '.join('e.' + c for c in EVENT_COLS.split(', '))}
+with w as (select instance_index, watermark from seq_watermarks where online),
+s as (select min(watermark) as safe, array_agg(instance_index) as ix, array_agg(watermark) as wms from w)
+select s.safe, s.ix, s.wms, {', '.join('e.' + c for c in EVENT_COLS.split(', '))}
 from s left join seq_events e on e.ts > $1 and e.ts <= s.safe order by e.ts
 """
 
@@ -66,6 +75,8 @@ class SequencerNode:
         self.reader_ok = False
         self.listening = False                # the NOTIFY listener is connected (else: poll every seq_poll)
         self.signalled_upto = 0               # highest event-writing watermark signalled by any instance
+        self.online_wm: dict[int, int] = {}   # online instances at the last read -> watermark (read or signalled)
+        self.ignore_wm = "no_watermark_wait" in cfg.bugs
         self._poll_now = asyncio.Event()
         self.fatal: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -143,6 +154,8 @@ class SequencerNode:
                     rows = await self.pool.fetch(READ_SQL, self.served_upto)
                     safe = rows[0]["safe"] if rows else None
                     self.safe = safe
+                    if rows:
+                        self._learn_watermarks(rows[0]["ix"] or [], rows[0]["wms"] or [])
                     if safe is not None and safe > self.served_upto:
                         self.served_upto = safe
                         self._fan_out([r for r in rows if r["ts"] is not None])
@@ -177,14 +190,26 @@ class SequencerNode:
             await asyncio.sleep(t.seq_poll)
         self._poll_now.clear()
 
+    def _learn_watermarks(self, indexes: list[int], watermarks: list[int]) -> None:
+        """The online instances and their watermarks as last read (signals then move the watermarks on)."""
+        self.online_wm = {i: max(w, self.online_wm.get(i, 0)) for i, w in zip(indexes, watermarks, strict=True)}
+
     def _on_signal(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         sig = parse_signal(payload)
         if sig is None:
             return
-        wrote, _, wm = sig
+        wrote, index, wm = sig
         if wrote:
             self.signalled_upto = max(self.signalled_upto, wm)
-        if self.signalled_upto > (self.served_upto or 0):   # keep-alives matter only while events wait
+        if index in self.online_wm and wm > self.online_wm[index]:
+            self.online_wm[index] = wm
+        served = self.served_upto or 0
+        if self.signalled_upto <= served:   # keep-alives matter only while events wait
+            return
+        # Read only when the safe watermark can have passed what was served: the minimum over the instances
+        # online at the last read, moved on by their signals. Only a hint (the read is the truth): an instance
+        # that came online or went offline meanwhile is seen by the next read, at the latest the fallback poll.
+        if self.ignore_wm or not self.online_wm or min(self.online_wm.values()) > served:
             self._poll_now.set()
 
     async def _listener(self) -> None:
@@ -197,6 +222,7 @@ class SequencerNode:
                 conn = await asyncpg.connect(self.cfg.db_dsn, timeout=t.db_connect_timeout,
                                              command_timeout=t.db_command_timeout)
                 await conn.add_listener(SIGNAL_CHANNEL, self._on_signal)
+                await conn.add_listener(KEEPALIVE_CHANNEL, self._on_signal)
                 self.listening, delay = True, t.db_retry_min
                 self._poll_now.set()
                 while True:   # a dead connection shows up here (the signals alone would just stop)

@@ -60,9 +60,13 @@ ins as (
 select (select count(*) from wm) as online, array(select ts from ins) as inserted
 """
 
-#: LISTEN/NOTIFY channel of the sequencer instances (as Canton's Postgres event signaller): every watermark
-#: update notifies ``<e|k>,<instance index>,<watermark>`` (e = the transaction wrote events, k = keep-alive only)
+#: LISTEN/NOTIFY channels of the sequencer instances (as Canton's Postgres event signaller): every watermark
+#: update notifies ``<e|k>,<instance index>,<watermark>``: on SIGNAL_CHANNEL if the transaction wrote events (e),
+#: on KEEPALIVE_CHANNEL if it only advanced the watermark (k). Writers listen to events only (a peer's events are
+#: what makes them advance their own watermark at once); readers listen to both (a keep-alive can make events
+#: safe). Two channels because PostgreSQL delivers every notification of a channel to every listener.
 SIGNAL_CHANNEL = "ha_seq_signal"
+KEEPALIVE_CHANNEL = "ha_seq_keepalive"
 
 
 def parse_signal(payload: str) -> tuple[bool, int, int] | None:
@@ -220,7 +224,8 @@ class SequencerWriter:
         signal = f"{'e' if accepted else 'k'},{self.index},{top}"
         texts = [_json(it.payload) for _, it in accepted]
         row = await conn.fetchrow(
-            WRITE_SQL, top, self.index, SIGNAL_CHANNEL, signal, [ts for ts, _ in accepted],
+            WRITE_SQL, top, self.index, SIGNAL_CHANNEL if accepted else KEEPALIVE_CHANNEL, signal,
+            [ts for ts, _ in accepted],
             [it.sender for _, it in accepted], [",".join(it.recipients) for _, it in accepted],
             [it.message_id for _, it in accepted], texts, [canonical_hash(t) for t in texts])
         if not row["online"]:
