@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -26,8 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import requests
 from docker.errors import APIError, NotFound
+from psycopg import sql
 
 from harness.errors import HarnessError
 from harness.faults.proxy_client import FaultProxyClient, FaultProxyError, ProxyNotFound
@@ -175,9 +178,19 @@ class LiveInjector:
             rules.append(rule)
         return rules
 
+    def _drop_port(self, service: str, chain: str, peer_ip: str, port: int, port_side: str, fault_id: str) -> None:
+        """Drop TCP packets of ``service`` to (OUTPUT) / from (INPUT) ``peer_ip`` whose ``port_side`` port
+        (``dport``/``sport``) is ``port``: one connection or one listener, not the whole peer."""
+        addr = "-d" if chain == "OUTPUT" else "-s"
+        self._iptables(service, ["-I", chain, "-p", "tcp", addr, peer_ip, f"--{port_side}", str(port), "-j", "DROP",
+                                 "-m", "comment", "--comment", fault_id])
+
     def _rules_with(self, service: str, fault_id: str) -> list[str]:
-        proc = self._iptables(service, ["-S", "INPUT"], check=False)
-        return [ln for ln in proc.stdout.splitlines() if fault_id in ln and ln.startswith("-A ")]
+        lines: list[str] = []
+        for chain in ("INPUT", "OUTPUT"):
+            proc = self._iptables(service, ["-S", chain], check=False)
+            lines += [ln for ln in proc.stdout.splitlines() if fault_id in ln and ln.startswith("-A ")]
+        return lines
 
     def _remove_rules(self, services: list[str], fault_id: str) -> None:
         for svc in services:
@@ -214,8 +227,14 @@ class LiveInjector:
         elif kind == "former_primary_trap":
             for link, upstream in (record.get("upstreams") or {}).items():
                 self.proxy.update_proxy(link, upstream=upstream)
-        elif kind == "partition" or mode == "isolate_primary":
+        elif kind == "partition":
+            # PostgreSQL members get rules even when only pg-lb was named (see _cut_proxied): sweep them too
+            self._remove_rules(sorted(set(record.get("services") or resolved)
+                                      | set(self.topo.model.replicas("postgres"))), fid)
+        elif mode == "isolate_primary":
             self._remove_rules(record.get("services") or resolved, fid)
+        elif kind == "db_setting":
+            self._reset_db_setting(record.get("databases") or [], str(record.get("setting") or ""))
         elif kind in ("kill", "stop", "pause") or mode in ("kill_primary", "pause_primary"):
             for svc in record.get("services") or resolved:
                 self.ensure_running(svc)
@@ -281,6 +300,7 @@ class LiveInjector:
 
     # --- network partitions -------------------------------------------------------------------------------
     def _apply_partition(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+        """iptables DROP between the groups' containers; and through the proxies (see ``_cut_proxied``)."""
         groups = res.groups or []
         services = sorted({s for g in groups for s in g})
         one_way = step.params.direction == "one_way"
@@ -291,13 +311,101 @@ class LiveInjector:
             sources = groups[0] if one_way else others
             for svc in group:
                 self._drop_from(svc, sources, res.fault_id)
-
-        receivers = [s for g in (groups[1:] if one_way else groups) for s in g]
+        touched = set(self._cut_proxied(groups, one_way, res.fault_id))
+        receivers = [s for g in (groups[1:] if one_way else groups) for s in g] + sorted(touched)
+        services = sorted(set(services) | touched)
 
         def verify() -> bool:
             return all(self._rules_with(s, res.fault_id) for s in receivers)
 
         return verify, lambda: self._remove_rules(services, res.fault_id), {"services": services}
+
+    def _cut_proxied(self, groups: list[list[str]], one_way: bool, fault_id: str) -> list[str]:
+        """A node reaches PostgreSQL and the sequencers only through the fault proxy (and pg-lb), so container
+        rules between a node and those services cut nothing. A partition between them means the paths: the
+        node's links to them are dropped at the node (no new connection gets through) and, towards PostgreSQL,
+        the node's open sessions go silent at the database server (rules on the ports pg-lb uses for them).
+        The server then sees what it would see of a dead or partitioned peer on a direct connection, and only
+        TCP keepalives tell it: whether it notices, and when, depends on the settings the node chose.
+        Returns the services that got rules."""
+        model = self.topo.model
+        pg_roles = ("postgres", "pg-lb")
+        touched: list[str] = []
+        pairs = [(a, b) for gi, ga in enumerate(groups) for gj, gb in enumerate(groups) if gi != gj
+                 and (not one_way or gi == 0 or gj == 0) for a in ga for b in gb]
+        fp_ip: str | None = None
+        for node, other in pairs:
+            role = model.service(other).role
+            links = [lk for lk in model.links_of(node) if (lk.kind == "db" and role in pg_roles)
+                     or (lk.kind == "sequencer" and lk.upstream_service == other)]
+            if not links:
+                continue
+            fp_ip = fp_ip or self._ip("faultproxy")
+            node_first = node in groups[0]
+            to_other = not one_way or node_first        # what the node sends is dropped
+            from_other = not one_way or not node_first  # what it would receive is dropped
+            for lk in links:
+                if to_other:
+                    self._drop_port(node, "OUTPUT", fp_ip, lk.listen_port, "dport", fault_id)
+                if from_other:
+                    self._drop_port(node, "INPUT", fp_ip, lk.listen_port, "sport", fault_id)
+            touched.append(node)
+            if role in pg_roles:
+                members = model.replicas("postgres") if role == "pg-lb" else [other]
+                for member in members:
+                    for addr, port in self._sessions_of(member, node):
+                        if to_other:
+                            self._drop_port(member, "INPUT", addr, port, "sport", fault_id)
+                        if from_other:
+                            self._drop_port(member, "OUTPUT", addr, port, "dport", fault_id)
+                        touched.append(member)
+        return sorted(set(touched))
+
+    def _sessions_of(self, member: str, replica: str) -> list[tuple[str, int]]:
+        """(peer address, peer port) of ``replica``'s sessions on PostgreSQL ``member`` (by application_name),
+        asked inside the member's container: members are not published on the host, only pg-lb is."""
+        if not re.fullmatch(r"[a-z0-9-]+", replica):
+            raise HarnessError(f"unexpected replica name {replica!r}")
+        query = (f"select host(client_addr) || ' ' || client_port from pg_stat_activity "
+                 f"where application_name = '{replica}' and client_port > 0")
+        rc, out = self._container(member).exec_run(
+            ["psql", "-h", "/tmp", "-U", "postgres", "-d", "postgres", "-tAX", "-c", query], user="postgres")
+        text = out.decode(errors="replace")
+        if rc != 0:
+            raise HarnessError(f"cannot list {replica}'s sessions on {member}: {text.strip()[:200]}")
+        rows = [ln.split() for ln in text.splitlines() if ln.strip()]
+        return [(addr, int(port)) for addr, port in rows]
+
+    # --- database settings ------------------------------------------------------------------------------------
+    def _apply_db_setting(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+        p = step.params
+        dbs = sorted({self.topo.model.database(s) for s in res.targets})
+        setting = sql.SQL(p.setting)  # the schema restricts it to a parameter name
+        with psycopg.connect(pg.dsn(self.topo, dbname="postgres"), autocommit=True) as conn:
+            for db in dbs:
+                conn.execute(sql.SQL("alter database {} set {} to {}").format(
+                    sql.Identifier(db), setting, sql.Literal(p.value)))
+            if p.reconnect:
+                conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                             "where datname = any(%s) and pid <> pg_backend_pid()", (dbs,))
+
+        def verify() -> bool:
+            with psycopg.connect(pg.dsn(self.topo, dbname="postgres"), autocommit=True) as conn:
+                rows = conn.execute(
+                    "select d.datname, s.setconfig from pg_db_role_setting s join pg_database d "
+                    "on d.oid = s.setdatabase where s.setrole = 0 and d.datname = any(%s)", (dbs,)).fetchall()
+            have = {str(db) for db, conf in rows if any(c.startswith(f"{p.setting}=") for c in conf or [])}
+            return have == set(dbs)
+
+        return verify, lambda: self._reset_db_setting(dbs, p.setting), {"databases": dbs, "setting": p.setting}
+
+    def _reset_db_setting(self, dbs: list[str], setting: str) -> None:
+        """The revert: new sessions get the default again; sessions opened meanwhile keep what they got."""
+        if not dbs or not setting:
+            return
+        with psycopg.connect(pg.dsn(self.topo, dbname="postgres"), autocommit=True) as conn:
+            for db in dbs:
+                conn.execute(sql.SQL("alter database {} reset {}").format(sql.Identifier(db), sql.SQL(setting)))
 
     # --- container faults ---------------------------------------------------------------------------------
     def ensure_running(self, service: str) -> None:

@@ -83,8 +83,10 @@ def default_effects(step: StepBase, resolved: Resolution, model: TopologyModel,
                     primary: str | None = None) -> Effects:
     """The effects implied by the kind and the resolved targets, from the static model.
 
-    Partitions are approximated: a group holding the fault proxy cuts the other groups' nodes from both the
-    database and the sequencers (all their traffic goes through it); other partitions report no cut.
+    Partitions: a group holding the fault proxy cuts the other groups' nodes from both the database and the
+    sequencers (all their traffic goes through it); a group holding a PostgreSQL member or pg-lb cuts the other
+    groups' nodes from the database, one holding a sequencer cuts them from that sequencer (the live injector
+    cuts those paths through the proxies).
     """
     kind = step.kind_name
     links = {lk.name: lk for lk in model.links}
@@ -106,9 +108,14 @@ def default_effects(step: StepBase, resolved: Resolution, model: TopologyModel,
             stops = list(resolved.targets)
     elif kind == "partition" and resolved.groups:
         clients = {lk.client for lk in model.links}
+        roles = {s.name: s.role for s in model.services}
         for gi, group in enumerate(resolved.groups):
+            others = [s for gj, g in enumerate(resolved.groups) if gj != gi for s in g if s in clients]
             if "faultproxy" in group:
-                others = [s for gj, g in enumerate(resolved.groups) if gj != gi for s in g if s in clients]
                 cuts_db += others
                 cuts_seq += [s for s in others if model.links_of(s, "sequencer")]
+                continue
+            if any(roles.get(s) in ("postgres", "pg-lb") for s in group):
+                cuts_db += [s for s in others if model.links_of(s, "db")]
+            cuts_seq += [s for s in others for lk in model.links_of(s, "sequencer") if lk.upstream_service in group]
     return Effects(sorted(set(cuts_db)), sorted(set(cuts_seq)), sorted(set(stops)))

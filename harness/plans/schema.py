@@ -81,6 +81,14 @@ class PartitionParams(Strict):
         return groups
 
 
+class DbSettingParams(Strict):
+    setting: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$",
+                                  description="a PostgreSQL parameter, e.g. search_path")]
+    value: Annotated[str, Field(min_length=1, max_length=200)]
+    reconnect: bool = Field(True, description="terminate the database's sessions so that they reconnect with the "
+                                              "setting, as a restart would apply it (the revert never does)")
+
+
 class DbFailoverParams(Strict):
     mode: Literal["kill_primary", "switchover", "pause_primary", "isolate_primary"]
 
@@ -251,16 +259,27 @@ class SetPassiveStep(StepBase):
     params: NoParams = NoParams()
 
 
+class DbSettingStep(StepBase):
+    """A database-level setting (``ALTER DATABASE .. SET``) on the databases of the target nodes, reverted
+    (``RESET``) at heal. Sessions opened meanwhile keep it: a node that retries errors instead of restarting
+    keeps its poisoned sessions after the revert."""
+
+    TARGET_TAGS: ClassVar[frozenset[str]] = frozenset({"participant", "mediator", "sequencer"})
+    kind: Literal["db_setting"]
+    target: TargetSpec
+    params: DbSettingParams
+
+
 STEP_TYPES: dict[str, type[StepBase]] = {
     "toxic": ToxicStep, "link_down": LinkDownStep, "partition": PartitionStep, "kill": KillStep,
     "stop": StopStep, "pause": PauseStep, "restart": RestartStep, "db_failover": DbFailoverStep,
-    "former_primary_trap": FormerPrimaryTrapStep, "set_passive": SetPassiveStep,
+    "former_primary_trap": FormerPrimaryTrapStep, "set_passive": SetPassiveStep, "db_setting": DbSettingStep,
 }
 KINDS = tuple(STEP_TYPES)
 
 Step = Annotated[
     ToxicStep | LinkDownStep | PartitionStep | KillStep | StopStep | PauseStep | RestartStep | DbFailoverStep
-    | FormerPrimaryTrapStep | SetPassiveStep,
+    | FormerPrimaryTrapStep | SetPassiveStep | DbSettingStep,
     Field(discriminator="kind"),
 ]
 
@@ -291,10 +310,19 @@ class Workload(Strict):
 
 
 class Expect(Strict):
-    """Guards: if the expected event never happened, the run is UNKNOWN, not a pass."""
+    """Guards: if the expected event never happened, the run is UNKNOWN, not a pass.
+
+    ``failover_within_s`` turns the failover guard into a requirement as well: each listed pair must serve again
+    (a command submitted after the fault hit it completes OK) within that many seconds of the first fault on it,
+    while the fault may still last; otherwise invariant 10 FAILS. That is what HA promises: the loss of one
+    replica is masked within a bound, not only repaired after the heal.
+    """
 
     failover: list[str] = Field(default_factory=list, description="pairs that must fail over at least once")
     primary_change: bool = False
+    failover_within_s: PosSeconds | None = Field(
+        None, description="each pair in 'failover' must serve again within this many seconds of the first fault "
+                          "that hits it (invariant 10 fails otherwise)")
 
     @field_validator("failover")
     @classmethod
@@ -304,6 +332,12 @@ class Expect(Strict):
             if p not in pairs:
                 raise ValueError(f"unknown pair {p!r} (pairs: {', '.join(sorted(pairs))})")
         return v
+
+    @model_validator(mode="after")
+    def _within_needs_pairs(self) -> Expect:
+        if self.failover_within_s is not None and not self.failover:
+            raise ValueError("'failover_within_s' needs the pairs that must fail over in 'failover'")
+        return self
 
 
 class Plan(Strict):

@@ -18,6 +18,9 @@ from harness.plans.schema import KINDS, Plan, validate_plan
 from harness.topology.model import TopologyModel
 
 LINK_KINDS = ("toxic", "link_down", "former_primary_trap")
+#: kinds Hypothesis draws from by default. ``db_setting`` is left out: a meaningful setting is a deliberate
+#: scenario (see fault_plans/bad-db-setting.yaml), not something to sample blindly.
+GENERATED_KINDS = tuple(k for k in KINDS if k != "db_setting")
 INSTANT_KINDS = ("restart", "set_passive")
 HALF_SECONDS = st.integers(0, 10**6)
 
@@ -81,6 +84,8 @@ def partition_groups(model: TopologyModel) -> st.SearchStrategy[list[list[str]]]
         options.append((2, st.just([["primary(postgres)"], ["etcd", "replica(postgres)"]])))
     if model.by_role("faultproxy"):
         options.append((2, service_targets(model).map(lambda t: [[t], ["faultproxy"]])))
+    if model.pairs and model.by_role("postgres") and model.links:  # a node cut from its database (both ends)
+        options.append((1, st.sampled_from(_pairs(model)).map(lambda p: [[f"active({p})"], ["primary(postgres)"]])))
     if not options:
         names = sorted(model.service_names)
         options.append((1, st.permutations(names).map(lambda ns: [[ns[0]], [ns[1]]])))
@@ -119,6 +124,8 @@ def params_for(kind: str, model: TopologyModel) -> st.SearchStrategy[dict[str, A
         return weighted([(4, st.none()), (1, st.just({"signal": "TERM"}))])
     if kind == "stop":
         return weighted([(3, st.none()), (1, st.just({"timeout_s": 0}))])
+    if kind == "db_setting":  # sessions opened meanwhile cannot see the node's tables (a fatal error)
+        return st.just({"setting": "search_path", "value": "ha_chaos_nowhere"})
     return st.none()
 
 
@@ -127,7 +134,7 @@ def target_for(kind: str, model: TopologyModel) -> st.SearchStrategy[str | None]
         return link_targets(model)
     if kind == "former_primary_trap":
         return db_link_targets(model)
-    if kind == "set_passive":
+    if kind in ("set_passive", "db_setting"):
         return st.sampled_from(_pairs(model)).map(lambda p: f"active({p})")
     if kind in ("partition", "db_failover"):
         return st.none()
@@ -142,7 +149,7 @@ def applicable_kinds(model: TopologyModel, kinds: Sequence[str]) -> list[str]:
             raise ValueError(f"unknown kind {k!r}")
         if k in LINK_KINDS and not model.links:
             continue
-        if k == "set_passive" and not model.pairs:
+        if k in ("set_passive", "db_setting") and not model.pairs:
             continue
         if k == "db_failover" and len(model.by_role("postgres")) < 2:
             continue
@@ -195,7 +202,7 @@ def workloads(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def fault_plans(draw: st.DrawFn, model: TopologyModel, kinds: Sequence[str] = KINDS, max_steps: int = 4,
+def fault_plans(draw: st.DrawFn, model: TopologyModel, kinds: Sequence[str] = GENERATED_KINDS, max_steps: int = 4,
                 max_at: float = 20.0, max_duration: float = 15.0) -> Plan:
     """A valid plan for ``model`` with 1..max_steps steps drawn from ``kinds``."""
     usable = applicable_kinds(model, kinds)

@@ -76,6 +76,12 @@ def test_schema_json_is_current() -> None:
       "params": {"type": "latency", "attributes": {"latency": 1}, "toxicity": 1.5}}, "less than or equal"),
     ({"kind": "kill", "at": float("inf"), "target": "p1a", "duration": 1}, "finite"),
     ({"kind": "stop", "at": 1, "target": "p1a", "duration": 1, "params": {"timeout_s": -1}}, "greater than"),
+    ({"kind": "db_setting", "at": 1, "target": "pg1", "duration": 1,
+      "params": {"setting": "search_path", "value": "x"}}, "needs mediator or participant or sequencer"),
+    ({"kind": "db_setting", "at": 1, "target": "p1a", "duration": 1,
+      "params": {"setting": "search_path; drop table x", "value": "x"}}, "should match pattern"),
+    ({"kind": "db_setting", "at": 1, "target": "p1a", "duration": 1, "params": {"setting": "search_path"}},
+     "Field required"),
 ])
 def test_step_rules(step: dict, needle: str) -> None:
     with pytest.raises(ValidationError) as err:
@@ -91,6 +97,7 @@ def test_every_kind_has_a_valid_minimal_step() -> None:
         "kill": {"target": "active(p1)"}, "stop": {"target": "any(sequencer)"}, "pause": {"target": "med1a"},
         "restart": {"target": "p2b"}, "db_failover": {"params": {"mode": "pause_primary"}},
         "former_primary_trap": {"target": "db_link(active(p2))"}, "set_passive": {"target": "active(med1)"},
+        "db_setting": {"target": "active(p1)", "params": {"setting": "search_path", "value": "nowhere"}},
     }
     assert set(examples) == set(KINDS)
     for kind, extra in examples.items():
@@ -114,6 +121,11 @@ def test_cross_references() -> None:
         validate_plan({**base, "steps": [{**kill, "at": 1}], "quiet_period": 5, "recovery_bound_s": 10})
     with pytest.raises(ValidationError, match="unknown pair"):
         validate_plan({**base, "steps": [{**kill, "at": 1}], "expect": {"failover": ["p7"]}})
+    with pytest.raises(ValidationError, match="needs the pairs that must fail over"):
+        validate_plan({**base, "steps": [{**kill, "at": 1}], "expect": {"failover_within_s": 10}})
+    within = validate_plan({**base, "steps": [{**kill, "at": 1}],
+                            "expect": {"failover": ["p1"], "failover_within_s": 10}})
+    assert within.expect.failover_within_s == 10
     ok = validate_plan({**base, "steps": [{**kill, "at": 1}, {**kill, "after": "step_healed(0)"}]})
     assert ok.steps[1].after_condition().arg == 0
 
