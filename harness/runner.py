@@ -134,7 +134,8 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
     execution: ExecutionResult | None = None
     error: str | None = None
     try:
-        executor = Executor(plan, LiveInjector(topo), LiveView(topo), history, rd.path, run_id=topo.run_id)
+        executor = Executor(plan, LiveInjector(topo), LiveView(topo), history, rd.path, run_id=topo.run_id,
+                            settled=workload.settled)
         execution = executor.run()
     except HarnessError as exc:
         error = exc.what

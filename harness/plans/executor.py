@@ -37,6 +37,8 @@ POLL_S = 0.05
 #: re-resolved for this long before the step fails: roles settle within seconds on a healthy system
 RESOLVE_WAIT_S = 10.0
 OBSERVE_S = 0.25
+#: the quiet period may end early once the workload has settled (see ``Executor``), but never before this
+MIN_QUIET_S = 10.0
 
 
 class Clock(Protocol):
@@ -103,12 +105,21 @@ class ExecutionResult:
 
 
 class Executor:
-    """Runs one plan once. ``run()`` returns an ExecutionResult; it raises only on interrupt (after healing)."""
+    """Runs one plan once. ``run()`` returns an ExecutionResult; it raises only on interrupt (after healing).
+
+    ``settled(t)``, if given, tells whether the workload has shown recovery from faults healed by time ``t``
+    (every participant completed a fresh command, nothing acknowledged before ``t`` is outstanding, every OK
+    transaction reached its informees): the quiet period then ends early, after at least ``MIN_QUIET_S``, and
+    the ``end`` marker says ``settled: true`` so the checkers may judge the shorter history. Waiting is awaiting
+    that condition with the plan's ``quiet_period`` as the deadline, not sleeping a fixed time.
+    """
 
     def __init__(self, plan: Plan, injector: FaultInjector, view: TopologyView, history: HistoryWriter,
                  run_dir: str | Path, *, clock: Clock | None = None, run_id: str = "run",
-                 stop_on_fail: bool = True, on_phase: Callable[[str], None] | None = None) -> None:
+                 stop_on_fail: bool = True, on_phase: Callable[[str], None] | None = None,
+                 settled: Callable[[float], bool] | None = None) -> None:
         self.plan, self.injector, self.view, self.history = plan, injector, view, history
+        self.settled = settled
         self.clock = clock or HistoryClock(history)
         self.journal = FaultJournal(Path(run_dir) / JOURNAL_NAME)
         self.rng = random.Random(plan.seed)
@@ -341,11 +352,28 @@ class Executor:
                                "aborted" if result.aborted else "end")
                 if result.interrupted:
                     self._phase("end", interrupted=True)
+            settled = False
             if not result.aborted:
                 self._phase("quiet")
-                self._sleep_until(self.clock.now() + self.plan.quiet_period)
-            self._phase("end", aborted=result.aborted)
+                settled = self._quiet()
+            self._phase("end", aborted=result.aborted, **({"settled": True} if settled else {}))
         return result
+
+    def _quiet(self) -> bool:
+        """The quiet period: until its end, or until the workload settled (after ``MIN_QUIET_S``)."""
+        start = self.clock.now()
+        deadline = start + self.plan.quiet_period
+        if self.settled is None:
+            self._sleep_until(deadline)
+            return False
+        healed = max((r.healed_t for r in self.runs if r.healed_t is not None), default=start)
+        earliest = start + min(self.plan.quiet_period, MIN_QUIET_S)
+        self._sleep_until(earliest)
+        while self.clock.now() < deadline:
+            if self.settled(healed):
+                return True
+            self.clock.sleep(min(0.25, deadline - self.clock.now()))
+        return False
 
 
 class HealFailed(RuntimeError):

@@ -68,6 +68,60 @@ class Stats:
     probes: int = 0
 
 
+class Progress:
+    """What the quiet period waits for, kept as the workload observes it (thread-safe: the executor asks).
+
+    Why: a quiet period is there so that the checkers may call what is missing lost, and to show recovery. Once
+    every participant completed a fresh command, everything acknowledged before the last heal has completed and
+    every OK transaction reached every informee's stream, waiting longer only adds time, not evidence."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[Any, float] = {}            # acknowledged, no completion yet: submission -> invoke t
+        self._completed: set[Any] = set()
+        self._invoked: dict[Any, tuple[float, str]] = {}  # acknowledged submission -> (invoke t, participant)
+        self._fresh: dict[str, float] = {}              # participant -> latest invoke t of an OK-completed command
+        self._missing: dict[Any, set[str]] = {}         # OK tx -> informees whose stream has not shown it yet
+        self._seen: dict[str, set[Any]] = {}            # participant -> txs its stream showed
+
+    def acknowledged(self, sub_id: str, t_invoke: float, participant: str) -> None:
+        with self._lock:
+            self._invoked[sub_id] = (t_invoke, participant)
+            if sub_id not in self._completed:
+                self._pending[sub_id] = t_invoke
+
+    def completed(self, value: dict[str, Any], informees: list[str]) -> None:
+        sid = value.get("submission_id")
+        with self._lock:
+            self._completed.add(sid)
+            self._pending.pop(sid, None)
+            if value.get("status") != "OK":
+                return
+            inv = self._invoked.get(sid)
+            if inv is not None:
+                part = str(value.get("participant"))
+                self._fresh[part] = max(self._fresh.get(part, inv[0]), inv[0])
+            tx = value.get("tx_id")
+            if tx is not None:
+                left = {p for p in informees if tx not in self._seen.get(p, set())}
+                if left:
+                    self._missing[tx] = left
+
+    def transaction(self, participant: str, tx_id: Any) -> None:
+        with self._lock:
+            self._seen.setdefault(participant, set()).add(tx_id)
+            left = self._missing.get(tx_id)
+            if left is not None:
+                left.discard(participant)
+                if not left:
+                    del self._missing[tx_id]
+
+    def settled(self, since: float, participants: list[str]) -> bool:
+        with self._lock:
+            return (all(self._fresh.get(p, -1.0) >= since for p in participants)
+                    and all(t >= since for t in self._pending.values()) and not self._missing)
+
+
 class Workload:
     def __init__(self, endpoints: Endpoints, history: HistoryWriter, config: WorkloadConfig) -> None:
         self.ep = endpoints
@@ -83,6 +137,10 @@ class Workload:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
+        #: per participant: the highest OK offset seen in its completion stream, and a wake-up for its reader
+        self._ok_seen: dict[str, int] = {}
+        self._ok_event: dict[str, asyncio.Event] = {}
+        self._progress = Progress()
 
     # --- lifecycle (called from the main thread) ---------------------------------------------------------
     def start(self) -> Workload:
@@ -90,6 +148,12 @@ class Workload:
         self._thread.start()
         self._ready.wait(90)  # the ledger ends are read first (see _ledger_end)
         return self
+
+    def settled(self, since: float) -> bool:
+        """Whether the run has shown everything its quiet period is for (callable from any thread): every
+        participant completed a command submitted at or after ``since`` (history time), every submission
+        acknowledged before ``since`` has its completion, and every OK transaction is in each informee's stream."""
+        return self._progress.settled(since, self.cfg.participants)
 
     def stop_submitting(self) -> None:
         self._loop.call_soon_threadsafe(self._stop_submit.set)
@@ -119,6 +183,9 @@ class Workload:
             for p in PARTIES:
                 self._tasks.append(asyncio.create_task(self._reader(p, "completions", starts[p][1])))
                 self._tasks.append(asyncio.create_task(self._reader(p, "transactions", starts[p][0])))
+            for p in PARTIES:
+                self._ok_event[p] = asyncio.Event()
+                self._tasks.append(asyncio.create_task(self._read_after_ack(p)))
             for m in SEQ_MEMBERS:
                 self._tasks.append(asyncio.create_task(self._seq_reader(m)))
             self._tasks.append(asyncio.create_task(self._probe()))
@@ -177,7 +244,7 @@ class Workload:
             sub_id = f"{cmd['command_id']}-{'r' if cmd['resubmit'] else 's'}{attempt}-{rng.getrandbits(32):08x}"
             value = {k: cmd[k] for k in ("participant", "command_id", "user", "act_as", "informees", "resubmit")}
             value.update(submission_id=sub_id, attempt=attempt, via=self.cfg.via)
-            self.h.invoke(proc, "submit", value)
+            t_invoke = self.h.invoke(proc, "submit", value).t
             self.stats.submitted += 1
             client = LedgerClient(url, self._session, timeout=self.cfg.request_timeout_s)
             try:
@@ -190,6 +257,7 @@ class Workload:
                 if res.ok:
                     self.h.ok(proc, "submit", {**value, "replica": res.replica})
                     self.stats.acknowledged += 1
+                    self._progress.acknowledged(sub_id, t_invoke, cmd["participant"])
                     return
                 self.h.fail(proc, "submit", {**value, "error": res.error, "http_status": res.http_status,
                                              "replica": res.replica})
@@ -255,6 +323,12 @@ class Workload:
             self.h.ok(proc, "completion", value)
             self.stats.completions += 1
             original = self._commands.get((participant, str(value["command_id"])))
+            informees = (original or {}).get("informees") or [participant]
+            self._progress.completed(value, informees)
+            if value["status"] == "OK" and isinstance(value.get("offset"), int):
+                self._ok_seen[participant] = max(self._ok_seen.get(participant, 0), value["offset"])
+                if participant in self._ok_event:
+                    self._ok_event[participant].set()
             if value["status"] == "OK" and original is not None and not item.get("early"):
                 self.completed_ok[participant].append(original)
         else:
@@ -264,6 +338,36 @@ class Workload:
             value["informees"] = item.get("informee_participants") or []
             self.h.ok(proc, "transaction", value)
             self.stats.transactions += 1
+            self._progress.transaction(participant, value.get("tx_id"))
+
+    async def _read_after_ack(self, participant: str) -> None:
+        """Read the ledger end right after OK completions were seen (one read at a time, the newest first).
+
+        An application that saw "OK at offset X" may read at once and must find X there: a participant reports a
+        completion only after its transaction committed. A replica that reports before its commit is durable
+        (``ack_before_durable``) is caught by invariant 4 when the read comes back below X."""
+        proc = f"ledgerend-{participant}"
+        event = self._ok_event[participant]
+        while not self._stop_all.is_set():
+            await event.wait()
+            event.clear()
+            url = self.ep.ledger(participant)
+            if url is None:
+                continue
+            value = {"participant": participant, "after_offset": self._ok_seen.get(participant, 0)}
+            self.h.invoke(proc, "ledger_end", value)
+            try:
+                status, body = await LedgerClient(url, self._session, timeout=self.cfg.request_timeout_s)._json(
+                    "GET", "/v1/ledger_end")
+            except Indeterminate as exc:
+                self.h.info(proc, "ledger_end", {**value, "error": exc.kind})
+                continue
+            if status == 200:
+                self.h.ok(proc, "ledger_end", {**value, "offset": body.get("offset"),
+                                               "completion_offset": body.get("completion_offset"),
+                                               "replica": body.get("replica")})
+            else:
+                self.h.fail(proc, "ledger_end", {**value, "http_status": status, "error": body.get("error")})
 
     async def _seq_reader(self, member: str) -> None:
         proc = f"seqreader-{member}"

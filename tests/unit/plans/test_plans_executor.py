@@ -79,6 +79,50 @@ def test_a_plan_runs_in_order_and_heals(tmp_path: Path, model: TopologyModel) ->
     assert open_faults(tmp_path / JOURNAL_NAME) == []
 
 
+KILL = """\
+  - kind: kill
+    at: 1
+    target: active(p1)
+    duration: 2
+"""
+
+
+@pytest.mark.parametrize("settle_after, expect_quiet, settled", [
+    (3.0, 10.0, True),     # settled before MIN_QUIET_S: the quiet period still lasts that long
+    (12.0, 12.0, True),    # settled at heal + 12 s: ends then
+    (None, 30.0, False),   # never settles: the whole quiet period
+])
+def test_quiet_period_ends_once_the_workload_settled(tmp_path: Path, model: TopologyModel,
+                                                     settle_after: float | None, expect_quiet: float,
+                                                     settled: bool) -> None:
+    """A 30 s quiet period ends early when the workload says it settled (never before MIN_QUIET_S); the end
+    marker says so; the callback is asked about the time of the last heal."""
+    _quiet_case(tmp_path, model, settle_after, expect_quiet, settled, quiet=30)
+
+
+def _quiet_case(tmp_path: Path, model: TopologyModel, settle_after: float | None, expect_quiet: float,
+                settled: bool, quiet: float = 10) -> None:
+    asked: list[float] = []
+    clock = FakeClock()
+
+    def is_settled(since: float) -> bool:
+        asked.append(since)
+        return settle_after is not None and clock.now() >= since + settle_after
+
+    plan = parse_plan(HEAD.replace("quiet_period: 10", f"quiet_period: {quiet}") + KILL)
+    view = FakeView.initial(model)
+    with HistoryWriter(tmp_path / "history.jsonl") as hist:
+        result = Executor(plan, FakeInjector(view), view, hist, tmp_path, clock=clock, run_id="r",
+                          settled=is_settled).run()
+    heal = [s.healed_t for s in result.steps if s.healed_t is not None]
+    events = read_history(tmp_path / "history.jsonl")
+    quiet_ev = next(e for e in events if e.f == "phase" and e.value["phase"] == "quiet")
+    end = next(e for e in events if e.f == "phase" and e.value["phase"] == "end")
+    assert end.t - quiet_ev.t == pytest.approx(expect_quiet, abs=0.3)
+    assert end.value.get("settled", False) is settled
+    assert asked and set(asked) == {heal[-1]}
+
+
 def test_a_condition_that_never_holds_skips_the_step(tmp_path: Path, model: TopologyModel) -> None:
     steps = "  - kind: kill\n    after: primary_changed\n    max_wait: 3\n    target: p1a\n    duration: 1\n"
     result, inj, _, events, _ = _run(tmp_path, model, steps)
