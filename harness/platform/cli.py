@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.errors import InputError
 from harness.platform import doctor, images, setup
 
 
@@ -18,8 +19,18 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _images_build(args: argparse.Namespace) -> int:
-    for line in images.build_images(upstream=args.upstream, only=args.only or None):
-        print(line)
+    from harness.topology.signals import terminate_gracefully
+
+    # Without a daemon the build would first debootstrap the base image (~30 s) and only then fail: say so now.
+    setup.docker_client(timeout=10)
+    unknown = sorted(set(args.only or ()) - {spec.name for spec in images.IMAGES})
+    if unknown:
+        raise InputError(f"unknown image {', '.join(unknown)}",
+                         f"--only takes one of: {', '.join(spec.name for spec in images.IMAGES)}")
+    # SIGTERM unwinds like Ctrl-C, so a build killed mid-way removes its temporary root file system.
+    with terminate_gracefully():
+        for line in images.build_images(upstream=args.upstream, only=args.only or None):
+            print(line)
     return 0
 
 

@@ -41,9 +41,20 @@ def findings(port_base: int = 18400) -> list[Finding]:
         if not base_ok:
             out.append(Finding(False, f"base image {images.BASE_IMAGE} missing",
                                "run `ha-chaos images build` (debootstrap + docker import)", blocking=False))
-    for port, what in ports.busy_ports(port_base):
+    busy = ports.busy_ports(port_base)
+    owners: dict[int, str] = {}
+    if busy and daemon:
+        from harness.topology.registry import port_owners
+
+        owners = port_owners()
+    for port, what in busy:
+        holder = f"; the ha-chaos run {owners[port]} holds it (`ha-chaos down --run {owners[port]}`)" \
+            if owners.get(port) else ""
         out.append(Finding(False, f"port 127.0.0.1:{port} ({what}) is in use",
-                           "free it or use --port-base / --port-base 0 (ephemeral)"))
+                           f"free it or use --port-base / --port-base 0 (ephemeral){holder}"))
+    if port_base and not busy:
+        fixed = ", ".join(str(port_base + off) for off, _ in ports.FIXED_PORTS.values())
+        out.append(Finding(True, f"fixed ports of --port-base {port_base} free on 127.0.0.1 ({fixed})"))
     free_gb = shutil.disk_usage(os.getcwd()).free / 1e9
     out.append(Finding(free_gb >= MIN_FREE_GB, f"{free_gb:.1f} GB free disk",
                        f"free disk space (need >= {MIN_FREE_GB:.0f} GB for images and runs)"))

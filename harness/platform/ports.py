@@ -9,6 +9,7 @@ never collide).
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 
 from harness.errors import HarnessError
 
@@ -36,14 +37,16 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def busy_ports(port_base: int) -> list[tuple[int, str]]:
+def busy_ports(port_base: int, only: Collection[str] | None = None) -> list[tuple[int, str]]:
+    """The fixed ports of ``port_base`` that are taken; ``only``: the compose variables a profile publishes."""
     if not port_base:
         return []
-    return [(port_base + off, what) for off, what in FIXED_PORTS.values() if not port_free(port_base + off)]
+    return [(port_base + off, what) for var, (off, what) in FIXED_PORTS.items()
+            if (only is None or var in only) and not port_free(port_base + off)]
 
 
-def check_ports(port_base: int) -> None:
-    busy = busy_ports(port_base)
+def check_ports(port_base: int, only: Collection[str] | None = None) -> None:
+    busy = busy_ports(port_base, only)
     if busy:
         listing = ", ".join(f"127.0.0.1:{p} ({what})" for p, what in busy)
         raise HarnessError(f"port already in use: {listing}",

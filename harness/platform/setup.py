@@ -99,13 +99,29 @@ def ensure_compose() -> str:
     return f"compose v2 installed ({version}) at {target}"
 
 
+#: where a ``dockerd`` started without options listens; only a DOCKER_HOST naming one of these can be helped by
+#: starting a local daemon
+DEFAULT_SOCKETS = ("unix:///var/run/docker.sock", "unix:///run/docker.sock")
+
+
+def _log_tail(path: Path, lines: int = 1) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])[:300]
+    except OSError:
+        return ""
+
+
 def ensure_docker() -> str:
     """Start a Docker daemon when none answers: we must be root on Debian; installs docker.io if needed."""
     if docker_answers():
         return "docker daemon answers"
-    if os.environ.get("DOCKER_HOST", "").startswith(("tcp://", "ssh://")):
-        raise DockerUnavailable(f"no Docker daemon answers at {os.environ['DOCKER_HOST']}",
-                                "start that daemon or unset DOCKER_HOST")
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and host not in DEFAULT_SOCKETS:
+        # A dockerd started here would listen on the default socket, not at DOCKER_HOST (and, with a daemon
+        # already running there, would exit at once on its pid file): starting one cannot help.
+        raise DockerUnavailable(f"no Docker daemon answers at DOCKER_HOST={host}",
+                                "start the daemon DOCKER_HOST names, or unset DOCKER_HOST to use the local one "
+                                "(`ha-chaos setup` starts it when run as root)")
     if os.geteuid() != 0 or not Path("/etc/debian_version").exists():
         raise DockerUnavailable("no Docker daemon answers", "start dockerd (setup only installs it as root on Debian)")
     if shutil.which("dockerd") is None:
@@ -114,11 +130,14 @@ def ensure_docker() -> str:
         run(["apt-get", "install", "-y", "-q", "docker.io"], timeout=900, env=env)
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with DOCKERD_LOG.open("ab") as logf:
-        subprocess.Popen(["dockerd"], stdout=logf, stderr=logf, start_new_session=True)
+        proc = subprocess.Popen(["dockerd"], stdout=logf, stderr=logf, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if docker_answers():
             return f"dockerd started (log: {DOCKERD_LOG})"
+        if proc.poll() is not None:  # e.g. "pid file found": say why now instead of waiting out the deadline
+            raise DockerUnavailable(f"dockerd exited with code {proc.returncode}: {_log_tail(DOCKERD_LOG)}",
+                                    f"read {DOCKERD_LOG}")
         time.sleep(1)
     raise DockerUnavailable("dockerd was started but does not answer after 90 s", f"read {DOCKERD_LOG}")
 

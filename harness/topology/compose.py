@@ -8,8 +8,10 @@ with its last log lines. ``stop()`` runs ``compose down -v`` and then removes by
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,8 +27,8 @@ from testcontainers.compose import DockerCompose
 from harness import RUN_LABEL
 from harness.errors import HarnessError
 from harness.platform import images, ports
-from harness.platform.setup import CACHE_DIR, compose_v2_version, docker_client
-from harness.topology import registry
+from harness.platform.setup import compose_v2_version, docker_client
+from harness.topology import registry, signals
 from harness.topology.model import TopologyModel, model_for_profile
 
 log = logging.getLogger("ha-chaos.topology")
@@ -37,8 +39,55 @@ PROFILE_FILES: dict[str, list[str]] = {
     "faultproxy": ["postgres-ha.yml", "faultproxy.yml"],
     "full": ["postgres-ha.yml", "faultproxy.yml", "reference.yml"],
 }
+#: the fixed host ports (compose variables, see harness.platform.ports) each profile publishes
+PROFILE_PORTS: dict[str, tuple[str, ...]] = {
+    "postgres": ("HA_CHAOS_PORT_PG",),
+    "faultproxy": ("HA_CHAOS_PORT_PG", "HA_CHAOS_PORT_FAULTPROXY"),
+    "full": tuple(ports.FIXED_PORTS),
+}
+#: the project images (harness.platform.images.IMAGES names) each profile runs; faultproxy-init uses the node image
+PROFILE_IMAGES: dict[str, tuple[str, ...]] = {
+    "postgres": ("etcd", "postgres", "haproxy"),
+    "faultproxy": ("etcd", "postgres", "haproxy", "faultproxy", "node"),
+    "full": tuple(spec.name for spec in images.IMAGES),
+}
+#: a compose command that takes longer hangs (a wedged daemon): give up with an error instead of waiting forever
+COMPOSE_TIMEOUT_S = 300
 #: services that run once and exit 0 (not "healthy", but "exited 0")
 ONE_SHOT = {"faultproxy-init"}
+
+
+#: topologies this process started and still owns (not detached), by run id: torn down on SIGTERM and at exit
+_OWNED: dict[str, Topology] = {}
+_SIGNALS_CHANGED: list[Any] = []
+
+
+def _own(topo: Topology) -> None:
+    """While this process owns a topology, SIGTERM/SIGHUP unwind (``Terminated``) instead of killing it outright,
+    so that ``with``/``finally``/fixture teardowns run: pytest, a script. Handlers someone set are kept."""
+    if not _OWNED:
+        _SIGNALS_CHANGED[:] = signals.install_if_default()
+    _OWNED[topo.run_id] = topo
+
+
+def _disown(topo: Topology) -> None:
+    if _OWNED.pop(topo.run_id, None) is not None and not _OWNED:
+        signals.restore_default(_SIGNALS_CHANGED)
+        _SIGNALS_CHANGED.clear()
+
+
+@atexit.register
+def _stop_owned_at_exit() -> None:
+    """A topology still owned when the interpreter exits (no ``stop()``: an uncaught exception, a script that never
+    stopped it) is removed; one marked detached meanwhile (``--keep``) is left to ``ha-chaos down``."""
+    for topo in list(_OWNED.values()):
+        entry = registry.lookup(topo.run_id)
+        if entry is not None and entry.detached:
+            continue
+        try:
+            topo.stop()
+        except Exception as exc:  # at exit: say it, the next start's sweep removes what is left
+            log.warning("teardown of %s at exit failed: %s", topo.run_id, exc)
 
 
 class _ProjectCompose(DockerCompose):
@@ -50,6 +99,16 @@ class _ProjectCompose(DockerCompose):
     def compose_command_property(self) -> list[str]:
         cmd = list(super().compose_command_property)
         return [*cmd[:2], "-p", self.project, *cmd[2:]]
+
+    def _run_command(self, cmd: str | list[str], context: str | None = None) -> subprocess.CompletedProcess[bytes]:
+        # testcontainers' own version logs compose's whole stdout/stderr at ERROR level on failure, which the CLI
+        # would print ahead of its one-line error; the caller turns the failure into that line itself.
+        try:
+            return subprocess.run(cmd, capture_output=True, check=True, cwd=context or str(self.context),
+                                  timeout=COMPOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"`docker compose` ({' '.join(cmd[-3:])}) did not return within "
+                               f"{COMPOSE_TIMEOUT_S} s for run {self.project}", "run `ha-chaos doctor`") from None
 
 
 @dataclass
@@ -95,7 +154,7 @@ class Topology:
             **ports.port_env(port_base),
             **(extra_env or {}),
         }
-        self.env_file = CACHE_DIR / "env" / f"{self.run_id}.env"
+        self.env_file = registry.ENV_DIR / f"{self.run_id}.env"
         self._compose = _ProjectCompose(context=str(COMPOSE_DIR), compose_file_name=PROFILE_FILES[profile],
                                         wait=False, env_file=str(self.env_file))
         self._compose.project = self.run_id
@@ -114,14 +173,28 @@ class Topology:
         topo.started = True
         return topo
 
+    def required_images(self) -> list[str]:
+        """The image tags this profile's compose files run (the fault proxy's may be overridden, e.g. upstream's)."""
+        override = self.env.get("HA_CHAOS_FAULTPROXY_IMAGE") or os.environ.get("HA_CHAOS_FAULTPROXY_IMAGE")
+        return [override if (spec.name == "faultproxy" and override) else spec.tag
+                for spec in images.IMAGES if spec.name in PROFILE_IMAGES[self.profile]]
+
     def _preflight(self) -> None:
         docker_client()
         if not compose_v2_version():
             raise HarnessError("the compose v2 plugin is missing", "run `ha-chaos setup`")
-        missing = images.missing_images()
+        missing = [tag for tag in self.required_images() if not images.image_exists(tag)]
         if missing:
             raise HarnessError(f"image missing: {', '.join(missing)}", "run `ha-chaos images build`")
-        ports.check_ports(self.port_base)
+        try:
+            ports.check_ports(self.port_base, PROFILE_PORTS[self.profile])
+        except HarnessError as exc:
+            busy = {p for p, _ in ports.busy_ports(self.port_base, PROFILE_PORTS[self.profile])}
+            holders = sorted({run for p, run in registry.port_owners().items() if p in busy and run})
+            if holders:  # the usual case: an earlier `ha-chaos up` still runs on the same port base
+                exc.fix = (f"the ha-chaos run {', '.join(holders)} holds it: `ha-chaos down --run {holders[0]}`, "
+                           f"or use another --port-base (0 = ephemeral ports)")
+            raise
         missing_files = [f for f in PROFILE_FILES[self.profile] if not (COMPOSE_DIR / f).exists()]
         if missing_files:
             raise HarnessError(f"compose file missing: {', '.join(missing_files)}")
@@ -135,13 +208,15 @@ class Topology:
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
         registry.register(self.run_id, self.profile, str(self.env_file), detached=self.detached)
         self.started = True
+        if not self.detached:
+            _own(self)
         try:
             try:
                 self._compose.start()
             except subprocess.CalledProcessError as exc:
                 err = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-                raise HarnessError(f"`docker compose up` failed for run {self.run_id}: "
-                                   + " | ".join(err[-4:]), _fix_for(err)) from None
+                raise HarnessError(f"`docker compose up` failed for run {self.run_id}: {compose_error(err)}",
+                                   _fix_for(err)) from None
             self.wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -181,12 +256,13 @@ class Topology:
         try:
             self._compose._run_command([*self._compose.compose_command_property, "down", "-v",
                                         "--remove-orphans", "-t", "2"])
-        except (subprocess.CalledProcessError, OSError) as exc:
+        except (subprocess.CalledProcessError, OSError, HarnessError) as exc:
             log.warning("compose down failed for %s: %s", self.run_id, exc)
         counts = registry.remove_run_objects(self.run_id)
         registry.unregister(self.run_id)
         self.env_file.unlink(missing_ok=True)
         self.started = False
+        _disown(self)
         return counts
 
     def __enter__(self) -> Topology:
@@ -223,7 +299,7 @@ class Topology:
         for svc, c in self.containers().items():
             st = c.attrs.get("State", {})
             out[svc] = {"state": st.get("Status", "?"), "exit_code": st.get("ExitCode"),
-                        "health": (st.get("Health") or {}).get("Status", "none")}
+                        "health": (st.get("Health") or {}).get("Status", "none"), "ports": _published(c)}
         return out
 
     def host_port(self, service: str, port: int) -> int:
@@ -277,7 +353,7 @@ class Topology:
             role = roles.get(svc)
             if role is None and svc in states and self.model_role(svc) in ("participant", "mediator", "sequencer"):
                 role = self.node_role(svc)
-            out.append(ServiceStatus(svc, st["state"], st["health"], role))
+            out.append(ServiceStatus(svc, st["state"], st["health"], role, st.get("ports", {})))
         return out
 
     def model_role(self, service: str) -> str | None:
@@ -285,6 +361,25 @@ class Topology:
             return self.model.service(service).role
         except KeyError:
             return None
+
+
+def _published(c: Container) -> dict[str, int]:
+    """Container port -> host port on 127.0.0.1, e.g. {"5432": 18432}."""
+    out = {}
+    for cport, bindings in ((c.attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        for b in bindings or []:
+            if b.get("HostIp") in ("127.0.0.1", "0.0.0.0", "") and str(b.get("HostPort", "")).isdigit():
+                out[cport.split("/")[0]] = int(b["HostPort"])
+    return out
+
+
+def compose_error(err_lines: list[str]) -> str:
+    """The cause in compose's stderr: its last error line (compose also prints a progress line per container)."""
+    lines = [ln.strip() for ln in err_lines if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    cause = (errors or lines or ["no output"])[-1]
+    # "... on endpoint <project>-pg-lb-1 (<64 hex digits>): ..." -> drop the endpoint id
+    return re.sub(r" \([0-9a-f]{64}\)", "", cause)[:400]
 
 
 def _fix_for(err_lines: list[str]) -> str:

@@ -166,12 +166,21 @@ def wait_writable(topo: Topology, timeout: float = 60) -> None:
 
 
 def wait_replica_streaming(topo: Topology, service: str, timeout: float = 90) -> float:
-    """Wait until ``service`` is a running replica that streams from the leader; returns seconds waited."""
+    """Wait until ``service`` is a running replica that streams from the leader; returns seconds waited.
+
+    Patroni's member state alone is not enough: it reports a replica that cannot follow the leader (e.g. stuck on
+    another timeline) as "running", like a healthy one (see ``streaming_replicas``); the leader's
+    pg_stat_replication must list it as streaming."""
     t0 = time.monotonic()
 
     def streaming() -> bool:
         m = members(topo).get(service, {})
-        return m.get("role") in ("replica", "sync_standby") and m.get("state") in ("streaming", "running")
+        if m.get("role") not in ("replica", "sync_standby") or m.get("state") not in ("streaming", "running"):
+            return False
+        try:
+            return service in streaming_replicas(topo)
+        except psycopg.Error:
+            return False
 
     await_condition(f"{service} to rejoin as a streaming replica", streaming, timeout, interval=0.5)
     return time.monotonic() - t0

@@ -62,7 +62,14 @@ def set_detached(run_id: str, detached: bool) -> None:
         (REGISTRY_DIR / f"{run_id}.json").write_text(json.dumps(asdict(entry)))
 
 
+ENV_DIR = CACHE_DIR / "env"
+
+
 def unregister(run_id: str) -> None:
+    """Forget the run, and its compose env file (which a swept dead run would otherwise leave behind)."""
+    entry = lookup(run_id)
+    if entry and entry.env_file and Path(entry.env_file).parent == ENV_DIR:
+        Path(entry.env_file).unlink(missing_ok=True)
     (REGISTRY_DIR / f"{run_id}.json").unlink(missing_ok=True)
 
 
@@ -96,6 +103,17 @@ def labelled_runs() -> set[str]:
         runs.add((v.attrs.get("Labels") or {}).get(RUN_LABEL, ""))
     runs.discard("")
     return runs
+
+
+def port_owners() -> dict[int, str]:
+    """Host port -> run id, for every port a running container of an ha-chaos run publishes."""
+    out: dict[int, str] = {}
+    for c in docker_client().containers.list(filters={"label": RUN_LABEL}, ignore_removed=True):
+        for bindings in ((c.attrs.get("NetworkSettings") or {}).get("Ports") or {}).values():
+            for b in bindings or []:
+                if str(b.get("HostPort", "")).isdigit():
+                    out[int(b["HostPort"])] = c.labels.get(RUN_LABEL, "")
+    return out
 
 
 def remove_run_objects(run_id: str) -> dict[str, int]:

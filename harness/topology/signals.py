@@ -8,9 +8,15 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
+SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
-class Terminated(BaseException):
-    """Raised in the main thread when the process receives SIGTERM/SIGHUP (a BaseException, like Ctrl-C)."""
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM/SIGHUP.
+
+    A KeyboardInterrupt so that whatever treats Ctrl-C as "stop now and clean up" treats SIGTERM the same: pytest in
+    particular ends the session and runs every fixture's teardown on a KeyboardInterrupt, but takes any other
+    exception raised inside a test for that test's failure and goes on with the next test."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"received signal {signal.Signals(signum).name}")
@@ -29,7 +35,7 @@ def terminate_gracefully() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.getsignal(s) for s in SIGNALS}
     for s in old:
         signal.signal(s, _raise)
     try:
@@ -37,3 +43,23 @@ def terminate_gracefully() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def install_if_default() -> list[signal.Signals]:
+    """Make SIGTERM/SIGHUP raise ``Terminated`` where they would still kill the process outright (default action,
+    main thread); returns the signals changed, for ``restore_default``. Handlers someone installed are kept."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    changed = [s for s in SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+    for s in changed:
+        signal.signal(s, _raise)
+    return changed
+
+
+def restore_default(changed: list[signal.Signals]) -> None:
+    """Undo ``install_if_default`` (where the handler is still ours, or was set to ignore by ``_raise``)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for s in changed:
+        if signal.getsignal(s) in (_raise, signal.SIG_IGN):
+            signal.signal(s, signal.SIG_DFL)

@@ -30,8 +30,10 @@ def _objects(run_id: str) -> int:
 
 def test_leader_kill_with_synchronous_mode_loses_no_acknowledged_write(topology_factory) -> None:
     topo = topology_factory("postgres", synchronous_mode=True)
-    roles = {s.service: s.role for s in topo.status()}
+    status = topo.status()
+    roles = {s.service: s.role for s in status}
     assert sorted([roles["pg1"], roles["pg2"]]) == ["primary", "replica"]
+    assert {s.service: s.ports for s in status}["pg-lb"]["5432"] == topo.host_port("pg-lb", 5432)
     assert topo.primary() == next(s for s, r in roles.items() if r == "primary")
     pg.wait_writable(topo)
     pg.set_synchronous_mode(topo, True)
@@ -59,9 +61,12 @@ def test_sigkilled_harness_leaves_objects_that_the_next_start_sweeps(tmp_path) -
         assert _objects(run_id) > 0, "nothing was left to sweep: the test would prove nothing"
         entry = registry.lookup(run_id)
         assert entry is not None and not entry.alive()
+        env_file = registry.ENV_DIR / f"{run_id}.env"
+        assert env_file.exists()
         swept = registry.sweep_dead()  # what every Topology.start() does first
         assert run_id in swept
         assert _objects(run_id) == 0
+        assert not env_file.exists(), "the dead run's compose env file was left behind"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -82,6 +87,72 @@ def test_sigterm_tears_down(tmp_path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         assert _objects(run_id) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sigterm_to_a_script_holding_a_topology_removes_it() -> None:
+    """A process that started a topology and was told to stop (not SIGKILLed) takes it down with it."""
+    script = ("import time\nfrom harness.topology.compose import Topology\n"
+              "t=Topology('postgres').start()\nprint(t.run_id, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        run_id = proc.stdout.readline().strip()
+        assert run_id.startswith("hc-"), proc.stderr.read()
+        assert _objects(run_id) > 0
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert _objects(run_id) == 0, "SIGTERM killed the script without tearing its topology down"
+        assert registry.lookup(run_id) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+HOLDING_TESTS = """
+import time
+import pytest
+
+pytestmark = pytest.mark.integration
+
+def test_first({fixture}):
+    topo = {make}
+    print("holding", topo.run_id, flush=True)
+    time.sleep(300)
+
+def test_second({fixture}):  # the same fixture: the plugin orders tests by the topology they use
+    print("SECOND RAN", flush=True)
+"""
+
+
+@pytest.mark.parametrize("fixture", ["topology_factory", "topology"])
+def test_sigterm_to_pytest_ends_the_session_and_removes_the_topology(tmp_path, fixture: str) -> None:
+    """`kill <pytest>` must act like Ctrl-C: before, a test holding a `topology_factory` topology was killed outright
+    (its containers, network and volumes stayed until the next start swept them), and with the session `topology`
+    the SIGTERM failed only the running test: the session went on with the next one."""
+    make = "topology_factory('postgres')" if fixture == "topology_factory" else "topology"
+    (tmp_path / "test_holding.py").write_text(HOLDING_TESTS.format(fixture=fixture, make=make))
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-s", "--chaos-no-setup",
+                             "--chaos-profile", "postgres", "--rootdir", str(tmp_path), "test_holding.py"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out: list[str] = []
+    try:
+        run_id = None
+        for line in proc.stdout:
+            out.append(line)
+            if "holding hc-" in line:  # with -q -s the print may share its line with the progress output
+                run_id = line.split("holding ", 1)[1].split()[0]
+                break
+        assert run_id, "".join(out)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+        output = "".join(out) + rest
+        assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+        assert "SECOND RAN" not in output, "the session went on after SIGTERM"
+        assert _objects(run_id) == 0, output
+        assert registry.lookup(run_id) is None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -109,6 +180,42 @@ def test_up_with_an_image_missing_is_a_clear_error() -> None:
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     assert "image missing: no-such-prefix/" in proc.stderr and "images build" in proc.stderr
+
+
+def test_port_taken_after_the_check_is_one_line_and_leaves_nothing(monkeypatch, capfd) -> None:
+    """The port is free when checked but taken when compose publishes it (a race the pre-check cannot close)."""
+    from harness.errors import HarnessError
+    from harness.topology import compose
+
+    monkeypatch.setattr(compose.ports, "check_ports", lambda *a, **k: None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        topo = Topology("postgres", port_base=s.getsockname()[1] - 32)
+        with pytest.raises(HarnessError) as exc:
+            topo.start(timeout=60)
+    what = exc.value.what
+    assert "address already in use" in what and "Container " not in what, what
+    assert "--port-base" in (exc.value.fix or "")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "STDERR" not in err, err
+    assert _objects(topo.run_id) == 0 and registry.lookup(topo.run_id) is None
+    assert not topo.env_file.exists()
+
+
+def test_image_gone_after_the_check_is_one_line_and_leaves_nothing(monkeypatch, capfd) -> None:
+    from harness.errors import HarnessError
+    from harness.topology import compose
+
+    monkeypatch.setattr(compose.images, "image_exists", lambda tag: True)
+    topo = Topology("postgres", extra_env={"HA_CHAOS_IMAGE_PREFIX": "no-such-prefix"})
+    with pytest.raises(HarnessError) as exc:
+        topo.start(timeout=60)
+    assert "No such image: no-such-prefix/" in exc.value.what and "Container " not in exc.value.what
+    assert "images build" in (exc.value.fix or "")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "STDERR" not in err, err
+    assert _objects(topo.run_id) == 0 and registry.lookup(topo.run_id) is None
 
 
 def test_topology_lifecycle_leaves_nothing() -> None:

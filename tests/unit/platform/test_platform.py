@@ -115,3 +115,185 @@ def test_leader_of_patroni_members() -> None:
     assert leader_of(running) == "pg1"
     assert leader_of([{**running[0], "state": "stopped"}, running[1]]) is None  # a stopped leader leads nothing
     assert leader_of([running[0], {**running[1], "role": "master", "state": "running"}]) is None  # two: none
+
+
+@pytest.mark.parametrize("argv", [["images", "build"], ["setup", "--no-images"]])
+def test_unreachable_daemon_fails_fast_for_setup_and_builds(argv: list[str]) -> None:
+    """`images build` used to debootstrap first and fail only at `docker import`; `setup` started a second dockerd
+    (which exits on its pid file, the daemon at the default socket being alive) and waited 90 s for it."""
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent"}
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *argv],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "unix:///nonexistent" in proc.stderr and "fix:" in proc.stderr
+
+
+def test_setup_starts_no_daemon_for_a_docker_host_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.errors import DockerUnavailable
+    from harness.platform import setup
+
+    def no_popen(*a: object, **k: object) -> None:
+        raise AssertionError(f"setup started {a[0]!r}: a local dockerd cannot serve DOCKER_HOST")
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///some/other.sock")
+    monkeypatch.setattr(setup, "docker_answers", lambda: False)
+    monkeypatch.setattr(setup.subprocess, "Popen", no_popen)
+    with pytest.raises(DockerUnavailable) as exc:
+        setup.ensure_docker()
+    assert "unix:///some/other.sock" in exc.value.what and "DOCKER_HOST" in (exc.value.fix or "")
+
+
+def test_a_dockerd_that_exits_at_once_is_reported_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import time
+
+    from harness.errors import DockerUnavailable
+    from harness.platform import setup
+
+    log = tmp_path / "dockerd.log"
+
+    class Exited:
+        returncode = 1
+
+        def __init__(self, *a: object, **k: object) -> None:
+            log.write_text("level=info msg=\"Starting up\"\nfailed to start daemon: pid file found\n")
+
+        def poll(self) -> int:
+            return self.returncode
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(setup, "docker_answers", lambda: False)
+    monkeypatch.setattr(setup, "DOCKERD_LOG", log)
+    monkeypatch.setattr(setup.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(setup.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(setup.subprocess, "Popen", Exited)
+    t0 = time.monotonic()
+    with pytest.raises(DockerUnavailable) as exc:
+        setup.ensure_docker()
+    assert time.monotonic() - t0 < 10, "waited out the 90 s deadline for a daemon that had already exited"
+    assert "pid file found" in exc.value.what
+
+
+def test_images_build_rejects_an_unknown_image_name() -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "images", "build", "--only", "postgress"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr
+    assert "unknown image postgress" in proc.stderr and "postgres" in proc.stderr
+
+
+def test_port_check_covers_only_the_ports_the_profile_publishes() -> None:
+    """A taken Ledger API port (base+1) must not stop `up --profile postgres`, which publishes only base+32."""
+    from harness.topology.compose import PROFILE_PORTS
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        base = s.getsockname()[1] - 1
+        ports.check_ports(base, PROFILE_PORTS["postgres"])
+        ports.check_ports(base, PROFILE_PORTS["faultproxy"])
+        with pytest.raises(HarnessError, match="Ledger API of p1"):
+            ports.check_ports(base, PROFILE_PORTS["full"])
+
+
+def test_each_profile_requires_only_the_images_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.topology.compose import Topology
+
+    def tags(profile: str) -> set[str]:
+        return {t.split("/", 1)[1] for t in Topology(profile, run_id="hc-unit").required_images()}
+
+    assert tags("postgres") == {"etcd:latest", "postgres:latest", "haproxy:latest"}
+    assert tags("full") == {f"{spec.name}:latest" for spec in images.IMAGES}
+    # every compose file's images are covered by the profile that first uses it
+    for profile, files in {"postgres": ["postgres-ha.yml"], "faultproxy": ["faultproxy.yml"],
+                           "full": ["reference.yml"]}.items():
+        for f in files:
+            for svc in yaml.safe_load((COMPOSE / f).read_text())["services"].values():
+                name = svc["image"].rsplit("/", 1)[1].rstrip("}")  # "${VAR:-prefix/name:tag}" -> name:tag
+                assert name in tags(profile), f"{f} runs {svc['image']}, not checked for profile {profile}"
+    monkeypatch.setenv("HA_CHAOS_FAULTPROXY_IMAGE", "ghcr.io/shopify/toxiproxy:2.9.0")
+    assert "ghcr.io/shopify/toxiproxy:2.9.0" in Topology("faultproxy", run_id="hc-unit").required_images()
+
+
+def test_compose_error_is_the_cause_not_the_progress_lines() -> None:
+    from harness.topology.compose import compose_error
+
+    stderr = [" Container hc-x-etcd-1  Starting", " Container hc-x-pg-lb-1  Starting",
+              " Container hc-x-etcd-1  Started",
+              "Error response from daemon: driver failed programming external connectivity on endpoint "
+              "hc-x-pg-lb-1 (7a13da17616631090b3a6af06f815fb721ae56e36b6f764f30062e9276994bdb): Error starting "
+              "userland proxy: listen tcp4 127.0.0.1:23032: bind: address already in use"]
+    cause = compose_error(stderr)
+    assert cause.startswith("Error response from daemon") and cause.endswith("address already in use")
+    assert "Container" not in cause and "7a13da17" not in cause
+    assert compose_error([]) == "no output"
+
+
+def test_status_reports_published_ports() -> None:
+    from types import SimpleNamespace
+
+    from harness.topology.compose import _published
+
+    c = SimpleNamespace(attrs={"NetworkSettings": {"Ports": {
+        "5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18432"}], "5433/tcp": None,
+        "8404/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32940"}]}}})
+    assert _published(c) == {"5432": 18432, "8404": 32940}
+
+
+def test_forgetting_a_run_removes_its_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A swept dead run used to leave ~/.cache/ha-chaos/env/<run>.env behind, one file per killed harness."""
+    from harness.topology import registry
+
+    monkeypatch.setattr(registry, "REGISTRY_DIR", tmp_path / "runs")
+    monkeypatch.setattr(registry, "ENV_DIR", tmp_path / "env")
+    env_file = tmp_path / "env" / "hc-unit.env"
+    env_file.parent.mkdir()
+    env_file.write_text("HA_CHAOS_RUN_ID=hc-unit\n")
+    registry.register("hc-unit", "postgres", str(env_file))
+    registry.unregister("hc-unit")
+    assert registry.lookup("hc-unit") is None
+    assert not env_file.exists()
+
+
+def test_db_failover_bench_reports_a_failover_that_never_happened() -> None:
+    """The text output used to give min/median/max over the kills that recovered only, and exit 0."""
+    from harness.topology.bench import FailoverSample, failures, summarize
+
+    ok = FailoverSample(False, "pg1", "pg2", 9.5, True, 5.0, 400, 3)
+    stuck = FailoverSample(False, "pg2", None, None, True, 5.5, 800, 3)
+    sync_ok = FailoverSample(True, "pg1", "pg2", 10.2, True, 4.8, 600, 0)
+    assert failures([ok, sync_ok]) == []  # loss without synchronous_mode is reported, not a failure
+    assert failures([ok, stuck]) == ["kill 2 (synchronous_mode=false, pg2 killed): writes did not resume within "
+                                     "60 s, no new leader was elected"]
+    assert summarize([ok, stuck])["synchronous_mode=false"]["writes_never_resumed"] == 1
+    lost = FailoverSample(True, "pg1", "pg2", 10.2, False, None, 600, 2)
+    assert failures([lost]) == ["kill 1 (synchronous_mode=true, pg1 killed): pg1 did not rejoin as a streaming "
+                                "replica", "synchronous_mode=true: 2 acknowledged writes lost"]
+
+
+def test_sigterm_handling_while_a_topology_is_owned() -> None:
+    import signal
+
+    from harness.topology import signals
+
+    assert issubclass(signals.Terminated, KeyboardInterrupt), "pytest must treat SIGTERM as an interruption"
+    old = {s: signal.getsignal(s) for s in signals.SIGNALS}
+    try:
+        for s in signals.SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
+        changed = signals.install_if_default()
+        assert set(changed) == set(signals.SIGNALS)
+        with pytest.raises(signals.Terminated):
+            signal.raise_signal(signal.SIGTERM)
+        signals.restore_default(changed)
+        assert all(signal.getsignal(s) == signal.SIG_DFL for s in signals.SIGNALS)
+
+        def mine(*_: object) -> None:
+            pass
+
+        signal.signal(signal.SIGTERM, mine)  # somebody's own handler stays
+        changed = signals.install_if_default()
+        assert changed == [signal.SIGHUP] and signal.getsignal(signal.SIGTERM) is mine
+        signals.restore_default(changed)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
