@@ -2,19 +2,17 @@
 topology with that bug makes the matching invariant FAIL. The same plans PASS on the correct nodes
 (tests/chaos/test_curated.py runs them on the session topology, which has no bug switch).
 
-Switches without a case here, and why:
-- ``no_lock_keepalive``: every DB connection passes the fault proxy and pg-lb, whose sockets answer keepalives for
-  a dead or frozen node, so PostgreSQL never sees the peer die whatever the keepalive settings (as in Canton's
-  own proxied tests); the switch's effect is shown against a direct PostgreSQL in tests/integration/sut.
-- ``retry_non_transient``: no fault kind produces a non-transient SQL error (the former-primary trap gives
-  25006, which the model retries on purpose); shown in tests/integration/sut.
-- ``ack_before_durable``: its first live run (active-db-blackhole) PASSED. The early OK is published inside the
-  processing transaction, after its first statements got answers; a blackholed link stalls those first, and the
-  stream itself reads through the same link, so nothing early reaches a client. And when the transaction is lost
-  after the early OK (replica killed), the next active replays the same sequenced events to the same outcome and
-  offsets. Outage honesty now also flags OK completions of transactions sequenced after the replica's DB was cut
-  (unit-tested), but no plan yet opens the window between the early OK and the commit (a fault that blocks
-  writes while reads go on would); the behaviour itself is shown in tests/integration/sut.
+Every switch has a case. The three that need a particular fault:
+- ``no_lock_keepalive``: active-participant-cut-from-db partitions the active p1 replica from PostgreSQL; through
+  the proxies the partition silences its sessions at the database server, so only the server's TCP keepalives
+  (the node's settings) release its locks. Without them p1 does not fail over within the plan's
+  ``failover_within_s`` (invariant 10).
+- ``retry_non_transient``: bad-db-setting gives p1's sessions a fatal error (42P01 after a wrong search_path) that
+  persists in the sessions opened meanwhile; the buggy node retries on them forever after the revert
+  (invariant 10, recovery per participant).
+- ``ack_before_durable``: slow-db-link delays the active p1 replica's DB responses, which opens the window
+  between the early OK and its commit; the workload's read of the ledger end right after the OK misses it
+  (invariant 4).
 """
 
 from __future__ import annotations
@@ -37,6 +35,9 @@ CASES = {
     "stream_resume_inclusive": ("kill-active-participant", {"5"}),
     "unordered_indexing": ("kill-active-participant", {"6"}),
     "no_resubscribe": ("sequencers-restarted", {"10"}),
+    "no_lock_keepalive": ("active-participant-cut-from-db", {"10"}),
+    "retry_non_transient": ("bad-db-setting", {"10"}),
+    "ack_before_durable": ("slow-db-link", {"4"}),
 }
 #: the ci budget runs these; nightly runs every case
 CI_CASES = ("dedup_in_memory", "passive_serves_api")

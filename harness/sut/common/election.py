@@ -43,7 +43,9 @@ create table if not exists ha_epochs (
   unfenced_writes bigint not null default 0);
 """
 
-#: Keepalive settings on the lock connection so that PostgreSQL notices a dead session in ~15 s, not hours.
+#: Keepalive settings on every connection that holds a lock (the main lock connection, and the write
+#: connections that hold the writers lock shared) so that PostgreSQL notices a dead or partitioned replica in
+#: ~15 s, not hours: only then are its locks released and can the other replica take over.
 LOCK_KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "5",
                   "client_connection_check_interval": "5s"}
 
@@ -255,13 +257,24 @@ class Election:
         async def keep_locks(conn: asyncpg.Connection) -> None:
             """asyncpg's default reset runs pg_advisory_unlock_all() on release: that would drop the fence."""
 
+        keepalive = dict(LOCK_KEEPALIVE) if "no_lock_keepalive" not in self.cfg.bugs else {}
+        t = self.cfg.timers
         pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=4, init=init, reset=keep_locks,
-                                         timeout=self.cfg.timers.db_connect_timeout,
-                                         command_timeout=self.cfg.timers.db_command_timeout)
-        try:
-            epoch = await pool.fetchval(
+                                         timeout=t.db_connect_timeout, command_timeout=t.db_command_timeout,
+                                         server_settings=keepalive)
+        main = self.main
+
+        async def start_epoch() -> int:
+            return int(await pool.fetchval(
                 f"insert into ha_epochs(replica, start_us) values ($1, {DB_NOW_US}) returning epoch",
-                self.cfg.replica)
+                self.cfg.replica))
+
+        try:
+            # a write like any other: transient errors are retried while the lock connection lives, fatal ones
+            # end the transition (and the process)
+            epoch = await retry(start_epoch, what="start_epoch", low=t.db_retry_min, high=t.db_retry_max,
+                                retry_non_transient="retry_non_transient" in self.cfg.bugs, health=self.storage,
+                                keep_going=lambda: main is not None and self.main is main and not main.is_closed())
         except BaseException:
             pool.terminate()
             raise

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from harness.campaign import heal_runs
@@ -134,6 +135,56 @@ def test_former_primary_trap_routes_to_the_standby(live) -> None:
     assert inj.proxy.proxy("p2b-db").upstream == f"{standby}:5432"
     applied.undo()
     assert inj.proxy.proxy("p2b-db").upstream == "pg-lb:5432"
+
+
+def test_partition_of_a_node_from_postgres_cuts_the_proxied_path_at_both_ends(live) -> None:
+    """Node vs PostgreSQL: container rules between them would cut nothing (the node talks to the fault proxy,
+    PostgreSQL to pg-lb), so the injector drops the node's DB link at the node and silences the node's open
+    sessions at the server (rules on the ports pg-lb uses for them); heal removes every rule."""
+    topo, inj = live
+    view = LiveView(topo)
+    node, primary = view.active("p2"), view.pg_primary()
+    assert node and primary
+    link = topo.model.link(f"{node}-db")
+    sessions = inj._sessions_of(primary, node)
+    assert sessions, f"{node} has no session on {primary} (application_name)"
+    res = _res([node, primary], [[node], [primary]])
+    applied = inj.apply(_step(topo, "partition", duration=5, params={"groups": [[node], [primary]]}), res)
+    try:
+        assert applied.verify()
+        assert not _reaches(topo, node, "faultproxy", link.listen_port)
+        assert _reaches(topo, node, "faultproxy", 8474), "only the DB link is cut, not the whole proxy"
+        at_db = inj._rules_with(primary, res.fault_id)
+        for _, port in sessions:
+            assert any(f"--sport {port}" in r for r in at_db) and any(f"--dport {port}" in r for r in at_db)
+        assert applied.effects.cuts_db == [node]
+    finally:
+        applied.undo()
+    assert not inj._rules_with(node, res.fault_id) and not inj._rules_with(primary, res.fault_id)
+    assert _reaches(topo, node, "faultproxy", link.listen_port)
+
+
+def test_db_setting_is_set_and_reverted(live) -> None:
+    """``ALTER DATABASE .. SET`` on the target nodes' database (without reconnecting anyone here), ``RESET`` at
+    heal; the journal's record alone can revert it (``heal``)."""
+    topo, inj = live
+
+    def settings() -> list[str]:
+        with psycopg.connect(pg.dsn(topo, dbname="postgres"), autocommit=True) as conn:
+            row = conn.execute("select s.setconfig from pg_db_role_setting s join pg_database d "
+                               "on d.oid = s.setdatabase where d.datname = 'p2' and s.setrole = 0").fetchone()
+        return list(row[0]) if row else []
+
+    step = _step(topo, "db_setting", target="p2a", duration=5,
+                 params={"setting": "work_mem", "value": "5MB", "reconnect": False})
+    res = _res(["p2a"])
+    applied = inj.apply(step, res)
+    assert applied.verify() and "work_mem=5MB" in settings()
+    applied.undo()
+    assert not any(c.startswith("work_mem=") for c in settings())
+    inj.apply(step, res)
+    inj.heal({"id": res.fault_id, "kind": "db_setting", "resolved": ["p2a"], "record": dict(applied.record)})
+    assert not any(c.startswith("work_mem=") for c in settings())
 
 
 def test_live_view_sees_roles(live) -> None:

@@ -191,11 +191,16 @@ def test_no_lock_keepalive_leaves_os_default_keepalives(pg: PgServer, bug: bool)
             async with HealthClient(f"http://127.0.0.1:{act.cfg.health_port}") as h:
                 st = await h.status()
             settings = st["lock_connection_settings"]
+            # the write connections hold the writers lock (shared): they need the same dead-peer detection
+            assert act.election.writer is not None
+            writer_idle = await act.election.writer.pool.fetchval("show tcp_keepalives_idle")
             if bug:
                 assert settings["tcp_keepalives_idle"] != "10" and settings["client_connection_check_interval"] == "0"
+                assert writer_idle != "10"
             else:
                 assert settings == {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "1",
                                     "tcp_keepalives_count": "5", "client_connection_check_interval": "5s"}
+                assert writer_idle == "10"
         finally:
             await teardown(nodes, fw)
     asyncio.run(main())
