@@ -289,7 +289,8 @@ class Workload(Strict):
     """What the clients do during the whole run (warmup, faults, quiet period)."""
 
     rate: Annotated[float, Field(gt=0, le=10_000, description="submissions per second, all clients")] = 10.0
-    clients: Annotated[int, Field(ge=1, le=256)] = 4
+    clients: Annotated[int, Field(ge=1, le=256, description="concurrent clients; with at least one per participant, "
+                                                           "client i submits to participant i mod n")] = 4
     cross_participant_ratio: Fraction = 0.3
     resubmit_ratio: Fraction = 0.05
     duration_s: PosSeconds | None = Field(None, description="default: the whole run")

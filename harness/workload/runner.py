@@ -203,12 +203,16 @@ class Workload:
         loop = asyncio.get_running_loop()
         next_t = loop.time() + rng.random() * interval
         n = 0
+        # an application talks to its own participant: with at least one client per participant, each client
+        # keeps to one, so that a participant's outage (clients retrying its commands) does not starve the others
+        parts = self.cfg.participants
+        own = parts[idx % len(parts)] if self.cfg.clients >= len(parts) else None
         while not self._stop_submit.is_set():
             await asyncio.sleep(max(0.0, next_t - loop.time()))
             next_t += interval
             if self._stop_submit.is_set():
                 break
-            p = rng.choice(self.cfg.participants)
+            p = own or rng.choice(parts)
             pool = self.completed_ok[p]
             if pool and rng.random() < self.cfg.resubmit_ratio:
                 cmd = {**rng.choice(pool), "resubmit": True}
