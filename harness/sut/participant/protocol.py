@@ -173,26 +173,19 @@ async def process_batch(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, batch: 
                 own_sequenced.append((p["request_id"], ts))
         elif isinstance(p, dict) and p.get("type") == "verdict":
             verdicts.append((ts, p))
-    if req_rows:
-        await conn.execute(
-            "insert into p_requests (request_id, ts, deadline, submitter, body) "
-            "select r, t, d, s, b::jsonb from unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) "
-            "as u(r, t, d, s, b) on conflict do nothing", *map(list, zip(*req_rows, strict=True)))
-    if own_sequenced:
-        await conn.execute(
-            "update p_inflight i set sequenced_ts = u.t from unnest($1::text[], $2::bigint[]) as u(r, t) "
-            "where i.request_id = u.r", *map(list, zip(*own_sequenced, strict=True)))
+    req_cols = [list(c) for c in zip(*req_rows, strict=True)] if req_rows else [[], [], [], [], []]
+    seq_cols = [list(c) for c in zip(*own_sequenced, strict=True)] if own_sequenced else [[], []]
+    if not verdicts:   # requests only: recorded with the processed counter in one statement
+        await conn.execute(_RECORD_REQUESTS_SQL.format(tail=_STATE_CTE), *req_cols, *seq_cols, *last)
+        return
+    if req_rows or own_sequenced:
+        await conn.execute(_RECORD_REQUESTS_SQL.format(tail=""), *req_cols, *seq_cols)
     requests: dict[str, tuple[dict[str, Any], str]] = {}
-    if verdicts:
-        for r in await conn.fetch("delete from p_requests where request_id = any($1::text[]) "
-                                  "returning request_id, body, submitter", [p["request_id"] for _, p in verdicts]):
-            requests[r["request_id"]] = (json.loads(r["body"]), r["submitter"])
-    own_ids = [rid for rid, (_, sub) in requests.items() if sub == ctx.node]
     inflight: dict[str, dict[str, Any]] = {}
-    if own_ids:
-        for r in await conn.fetch("delete from p_inflight where request_id = any($1::text[]) "
-                                  "returning request_id, request", own_ids):
-            inflight[r["request_id"]] = json.loads(r["request"])
+    for r in await conn.fetch(_TAKE_VERDICTED_SQL, [p["request_id"] for _, p in verdicts], ctx.node):
+        requests[r["request_id"]] = (json.loads(r["body"]), r["submitter"])
+        if r["own"] is not None:
+            inflight[r["request_id"]] = json.loads(r["own"])
     # decide in event order; offsets are assigned below from one block per counter
     txs: list[tuple[int, dict[str, Any]]] = []
     comps: list[tuple[int, dict[str, Any], int | None, str]] = []   # (ts, body, index into txs, change key)
@@ -223,55 +216,76 @@ async def process_batch(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, batch: 
         "update p_state set tx_offset = tx_offset + $1, completion_offset = completion_offset + $2, "
         "last_counter = $3, last_ts = $4, last_hash = $5 where id = 1 returning tx_offset, completion_offset",
         len(txs), len(comps), *last)
+    if not txs and not comps:
+        return
     tx_first, comp_first = top["tx_offset"] - len(txs) + 1, top["completion_offset"] - len(comps) + 1
     tx_bodies = [{**body, "offset": tx_first + i, "record_time": ts} for i, (ts, body) in enumerate(txs)]
     comp_bodies = []
     for i, (ts, body, tx_index, _) in enumerate(comps):
         extra = {"offset": tx_bodies[tx_index]["offset"]} if tx_index is not None else {}
         comp_bodies.append({**body, **extra, "completion_offset": comp_first + i, "record_time": ts})
-    if tx_bodies:
-        await conn.execute(
-            "insert into p_transactions (tx_offset, tx_id, record_time, body) select o, i, t, b::jsonb "
-            "from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[]) as u(o, i, t, b)",
-            [b["offset"] for b in tx_bodies], [b["tx_id"] for b in tx_bodies], [b["record_time"] for b in tx_bodies],
-            [json.dumps(b) for b in tx_bodies])
-        fx.transactions.extend(tx_bodies)
-    if comp_bodies:
-        await conn.execute(
-            "insert into p_completions (completion_offset, record_time, body) select o, t, b::jsonb "
-            "from unnest($1::bigint[], $2::bigint[], $3::text[]) as u(o, t, b)",
-            [b["completion_offset"] for b in comp_bodies], [b["record_time"] for b in comp_bodies],
-            [json.dumps(b) for b in comp_bodies])
-        fx.completions.extend(comp_bodies)
-    await _settle_dedup(conn, ctx, comp_bodies, {b["request_id"]: c[3] for b, c in zip(comp_bodies, comps,
-                                                                                         strict=True)})
-
-
-async def _settle_dedup(conn: asyncpg.Connection, ctx: Ctx, comps: list[dict[str, Any]], keys: dict[str, str]) -> None:
-    """Accepted change IDs become duplicates-to-be; rejected ones are freed (rejections don't deduplicate)."""
-    accepted = [c for c in comps if c["status"] == "OK"]
-    rejected = [c for c in comps if c["status"] != "OK"]
-    if ctx.early is not None:
+    keys = {b["request_id"]: c[3] for b, c in zip(comp_bodies, comps, strict=True)}
+    accepted = [c for c in comp_bodies if c["status"] == "OK"]
+    rejected = [c for c in comp_bodies if c["status"] != "OK"]
+    if ctx.early is not None:   # BUG ack_before_durable: streamed before the commit
         for c in accepted:
             await ctx.early(c)
-    if ctx.mem_dedup is not None:   # BUG dedup_in_memory
-        for c in accepted:
-            ctx.mem_dedup[keys[c["request_id"]]] = DedupEntry("accepted", c["submission_id"], c["offset"],
-                                                              c["record_time"])
-        for c in rejected:
-            e = ctx.mem_dedup.get(keys[c["request_id"]])
-            if e is not None and e.state == "inflight":
-                del ctx.mem_dedup[keys[c["request_id"]]]
-        return
-    if accepted:
-        await conn.execute(
-            "update p_dedup d set state = 'accepted', tx_offset = u.o, accepted_at = u.t "
-            "from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) as u(k, r, o, t) "
-            "where d.change_key = u.k and d.request_id = u.r",
-            [keys[c["request_id"]] for c in accepted], [c["request_id"] for c in accepted],
-            [c["offset"] for c in accepted], [c["record_time"] for c in accepted])
-    if rejected:
-        await conn.execute(
-            "delete from p_dedup d using unnest($1::text[], $2::text[]) as u(k, r) "
-            "where d.change_key = u.k and d.request_id = u.r and d.state = 'inflight'",
-            [keys[c["request_id"]] for c in rejected], [c["request_id"] for c in rejected])
+    if ctx.mem_dedup is not None:   # BUG dedup_in_memory: the DB's dedup rows are left alone
+        _settle_mem_dedup(ctx, accepted, rejected, keys)
+        accepted, rejected = [], []
+    # transactions, completions and the dedup outcome of the completed change IDs: one statement
+    await conn.execute(
+        _INDEX_SQL,
+        [b["offset"] for b in tx_bodies], [b["tx_id"] for b in tx_bodies], [b["record_time"] for b in tx_bodies],
+        [json.dumps(b) for b in tx_bodies],
+        [b["completion_offset"] for b in comp_bodies], [b["record_time"] for b in comp_bodies],
+        [json.dumps(b) for b in comp_bodies],
+        [keys[c["request_id"]] for c in accepted], [c["request_id"] for c in accepted],
+        [c["offset"] for c in accepted], [c["record_time"] for c in accepted],
+        [keys[c["request_id"]] for c in rejected], [c["request_id"] for c in rejected])
+    fx.transactions.extend(tx_bodies)
+    fx.completions.extend(comp_bodies)
+
+
+#: requests sequenced to us (pending until their verdict) and the sequencing time of our own; ``{tail}`` may add
+#: the processed-counter update (parameters $8..$10)
+_RECORD_REQUESTS_SQL = (
+    "with r as (insert into p_requests (request_id, ts, deadline, submitter, body) "
+    "  select r, t, d, s, b::jsonb from unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) "
+    "  as u(r, t, d, s, b) on conflict do nothing), "
+    "i as (update p_inflight i set sequenced_ts = u.t from unnest($6::text[], $7::bigint[]) as u(r, t) "
+    "  where i.request_id = u.r){tail} select 1")
+_STATE_CTE = ", st as (update p_state set last_counter = $8, last_ts = $9, last_hash = $10 where id = 1)"
+
+#: the pending requests that got their verdict, and (for our own) their in-flight submissions, taken in one go
+_TAKE_VERDICTED_SQL = (
+    "with r as (delete from p_requests where request_id = any($1::text[]) returning request_id, body, submitter), "
+    "i as (delete from p_inflight where request_id in (select request_id from r where submitter = $2) "
+    "  returning request_id, request) "
+    "select r.request_id, r.body, r.submitter, i.request as own from r left join i on i.request_id = r.request_id")
+
+_INDEX_SQL = (
+    "with t as (insert into p_transactions (tx_offset, tx_id, record_time, body) select o, i, t, b::jsonb "
+    "  from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[]) as u(o, i, t, b)), "
+    "c as (insert into p_completions (completion_offset, record_time, body) select o, t, b::jsonb "
+    "  from unnest($5::bigint[], $6::bigint[], $7::text[]) as u(o, t, b)), "
+    # accepted change IDs become duplicates-to-be; rejected ones are freed (rejections don't deduplicate)
+    "a as (update p_dedup d set state = 'accepted', tx_offset = u.o, accepted_at = u.t "
+    "  from unnest($8::text[], $9::text[], $10::bigint[], $11::bigint[]) as u(k, r, o, t) "
+    "  where d.change_key = u.k and d.request_id = u.r), "
+    "x as (delete from p_dedup d using unnest($12::text[], $13::text[]) as u(k, r) "
+    "  where d.change_key = u.k and d.request_id = u.r and d.state = 'inflight') "
+    "select 1")
+
+
+def _settle_mem_dedup(ctx: Ctx, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]],
+                      keys: dict[str, str]) -> None:
+    """BUG dedup_in_memory: the outcome goes to this replica's memory only."""
+    assert ctx.mem_dedup is not None
+    for c in accepted:
+        ctx.mem_dedup[keys[c["request_id"]]] = DedupEntry("accepted", c["submission_id"], c["offset"],
+                                                          c["record_time"])
+    for c in rejected:
+        e = ctx.mem_dedup.get(keys[c["request_id"]])
+        if e is not None and e.state == "inflight":
+            del ctx.mem_dedup[keys[c["request_id"]]]

@@ -105,12 +105,15 @@ def test_db_outage_halts_then_resumes_without_restart(pg: PgServer) -> None:
 
             async def resumed() -> bool:
                 st = await statuses()
-                return ("after", "OK") in st and ("before", "OK") in st
+                return ("after", "OK") in st and any(cid == "before" for cid, _ in st)
             # 'before' was acknowledged (durable in the in-flight store) but may be sequenced only after the
-            # outage, so the two complete in either order - each exactly once
-            await wait_until(resumed, 30, "processing resumed (both commands completed OK)")
+            # outage, so the two complete in either order - each exactly once. If the outage hit between its
+            # request and its verdict, the mediator (passive during the outage) dropped its aggregation and the
+            # participant times it out (model: mediator failover drops in-flight requests): a definite outcome.
+            await wait_until(resumed, 30, "processing resumed (both commands completed)")
             st = await statuses()
-            assert st.count(("before", "OK")) == 1 and st.count(("after", "OK")) == 1, st
+            before = [status for cid, status in st if cid == "before"]
+            assert before in (["OK"], ["LOCAL_VERDICT_TIMEOUT"]) and st.count(("after", "OK")) == 1, st
         finally:
             await c.stop()
     asyncio.run(main())
