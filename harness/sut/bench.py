@@ -3,7 +3,9 @@ participant failover time (SIGKILL of p1's active replica under load until a fre
 
 Why also a ``--run`` mode: a topology already started (``ha-chaos up --profile full``) can be measured
 repeatedly without paying the start-up each time; without it the bench starts and removes its own topology.
-Figures are printed (``--json`` for machines); the run is also checked (exactly one OK per command etc.).
+Figures are printed (``--json`` for machines); the run is also checked (exactly one OK per command etc.). Each
+level also reports where the CPU went meanwhile (the run's containers, the load generator itself, the rest of
+the host), because the load generator shares the machine's two cores with the topology it measures.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
@@ -111,40 +114,119 @@ async def _all(cl: LedgerClient) -> Any:
         return
 
 
-async def bench(h: Handles, n: int, concurrency: int, do_failover: bool) -> dict[str, Any]:
+class CpuMeter:
+    """CPU used while a load runs: the run's containers (cgroup accounting), this process (the load generator)
+    and the whole host, so a figure taken on a shared 2-core machine can be judged (``other`` is everything
+    else: Docker's daemons, the kernel's network work, other users' processes)."""
+
+    def __init__(self, h: Handles) -> None:
+        found = h.docker.containers.list(filters={"label": f"com.docker.compose.project={h.run_id}"})
+        self.paths = [p for p in (_cgroup_cpu_path(c.id) for c in found) if p is not None]
+
+    def read(self) -> tuple[float, float, float, float]:
+        """(wall s, containers' CPU s, own CPU s, host busy CPU s)."""
+        import os
+        import resource
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields) - fields[3] - fields[4]) / hz
+        return time.monotonic(), sum(_cgroup_cpu_s(p) for p in self.paths), ru.ru_utime + ru.ru_stime, busy
+
+    @staticmethod
+    def figures(a: tuple[float, float, float, float], b: tuple[float, float, float, float],
+                commands: int) -> dict[str, Any]:
+        wall = b[0] - a[0]
+        topo, own, busy = b[1] - a[1], b[2] - a[2], b[3] - a[3]
+        pct = lambda x: round(100 * x / wall, 1)   # noqa: E731 - % of one core
+        return {"cores": _cores(), "host_busy_pct": pct(busy), "topology_pct": pct(topo), "loadgen_pct": pct(own),
+                "other_pct": pct(max(0.0, busy - topo - own)),
+                "topology_ms_per_command": round(1000 * topo / commands, 1) if commands else None}
+
+
+def _cores() -> int:
+    import os
+    return os.cpu_count() or 1
+
+
+def _cgroup_cpu_path(container_id: str) -> str | None:
+    for p in (f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",               # cgroup v1
+              f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat"):       # cgroup v2 (systemd)
+        if Path(p).exists():
+            return p
+    return None
+
+
+def _cgroup_cpu_s(path: str) -> float:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return 0.0
+    if path.endswith("cpuacct.usage"):
+        return int(text) / 1e9
+    for line in text.splitlines():
+        if line.startswith("usage_usec "):
+            return int(line.split()[1]) / 1e6
+    return 0.0
+
+
+async def bench(h: Handles, n: int, concurrency: list[int], do_failover: bool) -> dict[str, Any]:
     urls = {"p1": h.url("ledger-lb", 7501), "p2": h.url("ledger-lb", 7502)}
-    for p, reps in (("p1", ("p1a", "p1b")), ("p2", ("p2a", "p2b"))):
+    for reps in (("p1a", "p1b"), ("p2a", "p2b")):
         await active_replica(h, reps)
-        del p
-    await run_load(urls, n=min(50, n), concurrency=concurrency)    # warm-up
-    res = await run_load(urls, n=n, concurrency=concurrency)
-    out: dict[str, Any] = {"steady": res.summary()}
+    meter = CpuMeter(h)
+    runs: list[dict[str, Any]] = []
+    for c in concurrency:
+        count = min(n, 200) if c == 1 else n       # one client: latency, not throughput
+        await run_load(urls, n=min(50, count), concurrency=c)    # warm-up
+        a = meter.read()
+        res = await run_load(urls, n=count, concurrency=c)
+        summary = {"concurrency": c, **res.summary()}
+        summary["cpu"] = CpuMeter.figures(a, meter.read(), res.commands)
+        runs.append(summary)
+    best = max(runs, key=lambda r: r["throughput_cmd_s"] or 0)
+    out: dict[str, Any] = {"steady": best, "runs": runs}
     if do_failover:
         out["failover"] = await failover(h, urls["p1"])
     return out
 
 
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise HarnessError(f"--concurrency {text!r}: expected positive integers, e.g. 32 or 1,16,32,64")
+    return levels
+
+
 def _cmd(args: argparse.Namespace) -> int:
+    from harness.faultproxy import evloop
+    levels = _levels(args.concurrency)
     if args.run:
-        result = asyncio.run(bench(Handles(args.run), args.commands, args.concurrency, not args.no_failover))
+        result = evloop.run(bench(Handles(args.run), args.commands, levels, not args.no_failover))
     else:
         from harness.topology.compose import Topology
         with Topology("full") as topo:
             topo.start()
-            result = asyncio.run(bench(Handles(topo.run_id), args.commands, args.concurrency,
-                                       not args.no_failover))
+            result = evloop.run(bench(Handles(topo.run_id), args.commands, levels, not args.no_failover))
     if args.json:
         print(json.dumps(result))
     else:
-        s = result["steady"]
-        print(f"steady: {s['commands']} commands in {s['seconds']} s = {s['throughput_cmd_s']} cmd/s, "
-              f"p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms, retries {s['retries']}, "
-              f"problems {s['problem_count']}")
+        for s in result["runs"]:
+            cpu = s["cpu"]
+            print(f"{s['concurrency']} clients: {s['commands']} commands in {s['seconds']} s = "
+                  f"{s['throughput_cmd_s']} cmd/s, p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms, "
+                  f"retries {s['retries']}, problems {s['problem_count']}; CPU (% of one of {cpu['cores']} cores): "
+                  f"host {cpu['host_busy_pct']}, topology {cpu['topology_pct']} "
+                  f"({cpu['topology_ms_per_command']} ms/command), load generator {cpu['loadgen_pct']}, "
+                  f"other {cpu['other_pct']}")
         if "failover" in result:
             f = result["failover"]
             print(f"failover: killed {f['victim']}, command OK again after {f['failover_s']} s, "
                   f"accepted twice: {len(f['accepted_twice'])}")
-    bad = result["steady"]["problem_count"] or (result.get("failover") or {}).get("accepted_twice")
+    bad = any(r["problem_count"] for r in result["runs"]) or (result.get("failover") or {}).get("accepted_twice")
     return 1 if bad else 0
 
 
@@ -152,7 +234,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("ledger", help="throughput/latency through ledger-lb and participant failover time")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--commands", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--concurrency", default="1,32",
+                   help="concurrent clients; a comma list runs each level in turn (one client: at most 200 "
+                        "commands); `steady` is the level with the best throughput (default: 1,32)")
     p.add_argument("--run", help="measure an already running topology (run id) instead of starting one")
     p.add_argument("--no-failover", action="store_true", help="skip the SIGKILL failover measurement")
     p.set_defaults(func=_cmd)

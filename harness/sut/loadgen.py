@@ -45,12 +45,13 @@ class LoadResult:
 class StreamFollower:
     """Follows one participant's completions or transactions through a URL, resuming from the last offset."""
 
-    def __init__(self, url: str, kind: str) -> None:
+    def __init__(self, url: str, kind: str, start: int = 0) -> None:
         self.url, self.kind = url, kind
         self.items: list[dict[str, Any]] = []
         self.by_command: dict[str, list[dict[str, Any]]] = {}
         self.waiters: dict[str, asyncio.Event] = {}
-        self.offset = 0
+        self.start = start      # elements up to this offset are from before this load (not read)
+        self.offset = start
         self.resumes = 0
 
     def _add(self, item: dict[str, Any]) -> None:
@@ -111,10 +112,13 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
                    resubmit_percent: float = 5.0, timeout: float = 300.0) -> LoadResult:
     """``n`` commands alternating p1/p2, every ``cross_every``-th cross-participant, plus resubmits of accepted
     command ids; waits for every completion and checks the outcomes (``LoadResult.problems``)."""
-    comps = {p: StreamFollower(u, "completions") for p, u in urls.items()}
-    txs = {p: StreamFollower(u, "transactions") for p, u in urls.items()}
-    followers = [asyncio.create_task(f.run()) for f in [*comps.values(), *txs.values()]]
     clients = {p: LedgerClient(u, timeout=5.0) for p, u in urls.items()}
+    # Streams are followed from the current ledger ends: on a topology that already ran loads, reading its whole
+    # history again would load the participants and this process during the measured run.
+    ends = {p: await _ledger_end(cl) for p, cl in clients.items()}
+    comps = {p: StreamFollower(u, "completions", ends[p][1]) for p, u in urls.items()}
+    txs = {p: StreamFollower(u, "transactions", ends[p][0]) for p, u in urls.items()}
+    followers = [asyncio.create_task(f.run()) for f in [*comps.values(), *txs.values()]]
     sem = asyncio.Semaphore(concurrency)
     deadline = time.monotonic() + timeout
     started: dict[tuple[str, str], float] = {}
@@ -154,7 +158,9 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
                 problems.append(f"{p}/{cid}: no DUPLICATE_COMMAND for the resubmit")
         await _settle(comps, txs)
         problems += check(plan, {p: f.items for p, f in comps.items()}, {p: f.items for p, f in txs.items()},
-                          {(p, c) for p, c, _ in resub})
+                          {(p, c) for p, c, _ in resub},
+                          comp_start={p: f.start for p, f in comps.items()},
+                          tx_start={p: f.start for p, f in txs.items()})
     finally:
         for t in followers:
             t.cancel()
@@ -163,6 +169,21 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
             await cl.close()
     return LoadResult(n, len(resub), elapsed, latencies, retries, problems,
                       {p: f.items for p, f in comps.items()}, {p: f.items for p, f in txs.items()})
+
+
+async def _ledger_end(cl: LedgerClient, timeout: float = 30.0) -> tuple[int, int]:
+    """(transaction offset, completion offset) of a participant's ledger end (retried while it fails over)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            end = await cl.ledger_end()
+            if "offset" in end:
+                return int(end["offset"]), int(end["completion_offset"])
+        except Indeterminate:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("ledger end not readable")
+        await asyncio.sleep(0.2)
 
 
 async def _settle(*followers: dict[str, StreamFollower], quiet: float = 1.0) -> None:
@@ -177,9 +198,12 @@ async def _settle(*followers: dict[str, StreamFollower], quiet: float = 1.0) -> 
 
 
 def check(plan: list[tuple[str, str, bool]], comps: dict[str, list[dict[str, Any]]],
-          txs: dict[str, list[dict[str, Any]]], resubmitted: set[tuple[str, str]]) -> list[str]:
-    """Exactly one OK per command, duplicates carry the original offset, streams dense and in agreement."""
+          txs: dict[str, list[dict[str, Any]]], resubmitted: set[tuple[str, str]], *,
+          comp_start: dict[str, int] | None = None, tx_start: dict[str, int] | None = None) -> list[str]:
+    """Exactly one OK per command, duplicates carry the original offset, streams dense (after the offsets they
+    were followed from) and in agreement."""
     problems: list[str] = []
+    comp_start, tx_start = comp_start or {}, tx_start or {}
     comp_ix: dict[tuple[str, str], list[dict[str, Any]]] = {}
     tx_ix: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for p, items in comps.items():
@@ -208,12 +232,14 @@ def check(plan: list[tuple[str, str, bool]], comps: dict[str, list[dict[str, Any
             if oks[0]["tx_id"] not in tx_ids.get(other, set()):
                 problems.append(f"{p}/{cid}: shared transaction missing on {other}")
     for p, items in txs.items():
-        if [t["offset"] for t in items] != list(range(1, len(items) + 1)):
+        first = tx_start.get(p, 0) + 1
+        if [t["offset"] for t in items] != list(range(first, first + len(items))):
             problems.append(f"{p}: transaction offsets not dense/increasing")
         if [t["record_time"] for t in items] != sorted(t["record_time"] for t in items):
             problems.append(f"{p}: record time decreases")
     for p, items in comps.items():
-        if [c["completion_offset"] for c in items] != list(range(1, len(items) + 1)):
+        first = comp_start.get(p, 0) + 1
+        if [c["completion_offset"] for c in items] != list(range(first, first + len(items))):
             problems.append(f"{p}: completion offsets not dense/increasing")
     if len(txs) == 2:
         shared = [[t["tx_id"] for t in txs[p] if len(t["informee_participants"]) == 2] for p in sorted(txs)]
