@@ -174,15 +174,30 @@ class Topology:
         return topo
 
     def required_images(self) -> list[str]:
-        """The image tags this profile's compose files run (the fault proxy's may be overridden, e.g. upstream's)."""
-        override = self.env.get("HA_CHAOS_FAULTPROXY_IMAGE") or os.environ.get("HA_CHAOS_FAULTPROXY_IMAGE")
-        return [override if (spec.name == "faultproxy" and override) else spec.tag
-                for spec in images.IMAGES if spec.name in PROFILE_IMAGES[self.profile]]
+        """The image tags this profile's compose files run, as compose itself resolves them (``config --images``,
+        with the environment ``compose up`` will see: the process's over the env file's); the profile's project
+        images when compose cannot tell."""
+        files = [arg for f in PROFILE_FILES[self.profile] for arg in ("-f", f)]
+        try:
+            proc = subprocess.run(["docker", "compose", *files, "config", "--images"], capture_output=True,
+                                  text=True, timeout=30, cwd=COMPOSE_DIR, env={**self.env, **os.environ})
+            if proc.returncode == 0 and proc.stdout.split():
+                return sorted(set(proc.stdout.split()))
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        return self.project_images()
+
+    def project_images(self) -> list[str]:
+        """The project images this profile runs (``harness.platform.images`` tags)."""
+        return [spec.tag for spec in images.IMAGES if spec.name in PROFILE_IMAGES[self.profile]]
 
     def _preflight(self) -> None:
         docker_client()
         if not compose_v2_version():
             raise HarnessError("the compose v2 plugin is missing", "run `ha-chaos setup`")
+        missing_files = [f for f in PROFILE_FILES[self.profile] if not (COMPOSE_DIR / f).exists()]
+        if missing_files:
+            raise HarnessError(f"compose file missing: {', '.join(missing_files)}")
         missing = [tag for tag in self.required_images() if not images.image_exists(tag)]
         if missing:
             raise HarnessError(f"image missing: {', '.join(missing)}", "run `ha-chaos images build`")
@@ -195,9 +210,6 @@ class Topology:
                 exc.fix = (f"the ha-chaos run {', '.join(holders)} holds it: `ha-chaos down --run {holders[0]}`, "
                            f"or use another --port-base (0 = ephemeral ports)")
             raise
-        missing_files = [f for f in PROFILE_FILES[self.profile] if not (COMPOSE_DIR / f).exists()]
-        if missing_files:
-            raise HarnessError(f"compose file missing: {', '.join(missing_files)}")
 
     def start(self, timeout: float = 180) -> Topology:
         swept = registry.sweep_dead(keep={self.run_id})
