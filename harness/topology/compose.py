@@ -200,7 +200,12 @@ class Topology:
             raise HarnessError(f"compose file missing: {', '.join(missing_files)}")
         missing = [tag for tag in self.required_images() if not images.image_exists(tag)]
         if missing:
-            raise HarnessError(f"image missing: {', '.join(missing)}", "run `ha-chaos images build`")
+            ours = {spec.tag for spec in images.IMAGES} | {f"ha-chaos/{spec.name}:latest" for spec in images.IMAGES}
+            foreign = [t for t in missing if t not in ours]  # e.g. HA_CHAOS_FAULTPROXY_IMAGE naming upstream's
+            fix = "run `ha-chaos images build`" if not foreign else (
+                f"`docker pull {foreign[0]}` where a registry is reachable (compose never pulls: pull_policy never)"
+                + ("; run `ha-chaos images build` for the others" if len(foreign) < len(missing) else ""))
+            raise HarnessError(f"image missing: {', '.join(missing)}", fix)
         try:
             ports.check_ports(self.port_base, PROFILE_PORTS[self.profile])
         except HarnessError as exc:

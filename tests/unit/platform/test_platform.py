@@ -327,3 +327,22 @@ def test_write_loop_does_not_count_a_write_acknowledged_during_its_own_check(mon
     assert loop.lost() == []
     loop.acks = [writeloop.Ack(1, 1.0), writeloop.Ack(4, 4.0)]
     assert loop.lost() == [4]  # a write acknowledged before the read and missing from it is lost
+
+
+def test_a_missing_upstream_image_is_pulled_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HA_CHAOS_FAULTPROXY_IMAGE naming the official Toxiproxy image, `images build` cannot help."""
+    from harness.topology import compose
+
+    upstream = "ghcr.io/shopify/toxiproxy:2.9.0"
+    topo = compose.Topology("faultproxy", run_id="hc-unit")
+    monkeypatch.setattr(compose, "docker_client", lambda: None)
+    monkeypatch.setattr(compose, "compose_v2_version", lambda: "2.40.3")
+    monkeypatch.setattr(topo, "required_images", lambda: [upstream, images.IMAGES[0].tag])
+    monkeypatch.setattr(compose.images, "image_exists", lambda tag: False)
+    with pytest.raises(HarnessError) as exc:
+        topo._preflight()
+    assert f"docker pull {upstream}" in (exc.value.fix or "") and "images build" in (exc.value.fix or "")
+    monkeypatch.setattr(topo, "required_images", lambda: [images.IMAGES[0].tag])
+    with pytest.raises(HarnessError) as exc:
+        topo._preflight()
+    assert exc.value.fix == "run `ha-chaos images build`"
