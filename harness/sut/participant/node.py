@@ -273,6 +273,10 @@ class ParticipantNode:
         async def tx(conn: asyncpg.Connection) -> tuple[list[_Outcome], store.Effects]:
             fx = store.Effects()
             claimed = set() if mem is not None else await store.claim_and_record_many(conn, [s.req for s in subs])
+            if len(claimed) < len(subs):
+                # The others may lock dedup rows and then p_state (a duplicate's completion): take p_state first,
+                # in the order event processing takes them, so the two cannot deadlock.
+                await conn.execute("select 1 from p_state where id = 1 for update")
             out: list[_Outcome] = []
             for sub in subs:
                 req, key = sub.req, sub.req["change_key"]
