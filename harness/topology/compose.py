@@ -94,6 +94,9 @@ class _ProjectCompose(DockerCompose):
     """DockerCompose with a project name (-p) - testcontainers passes none, so parallel runs would collide."""
 
     project: str = ""
+    #: the run's settings; they take precedence over the process environment (compose would let a variable set
+    #: in the shell, e.g. HA_CHAOS_SUT_BUGS, override the env file's value)
+    run_env: dict[str, str] = {}
 
     @cached_property
     def compose_command_property(self) -> list[str]:
@@ -105,7 +108,7 @@ class _ProjectCompose(DockerCompose):
         # would print ahead of its one-line error; the caller turns the failure into that line itself.
         try:
             return subprocess.run(cmd, capture_output=True, check=True, cwd=context or str(self.context),
-                                  timeout=COMPOSE_TIMEOUT_S)
+                                  timeout=COMPOSE_TIMEOUT_S, env={**os.environ, **self.run_env})
         except subprocess.TimeoutExpired:
             raise HarnessError(f"`docker compose` ({' '.join(cmd[-3:])}) did not return within "
                                f"{COMPOSE_TIMEOUT_S} s for run {self.project}", "run `ha-chaos doctor`") from None
@@ -158,6 +161,7 @@ class Topology:
         self._compose = _ProjectCompose(context=str(COMPOSE_DIR), compose_file_name=PROFILE_FILES[profile],
                                         wait=False, env_file=str(self.env_file))
         self._compose.project = self.run_id
+        self._compose.run_env = self.env
         self.started = False
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -166,21 +170,28 @@ class Topology:
         """A handle on a run started elsewhere (``ha-chaos up``), from its registry entry."""
         entry = registry.lookup(run_id)
         if entry is None:
-            raise HarnessError(f"no run {run_id!r} is known here", "see `ha-chaos status --all`")
+            known = [e.run_id for e in registry.entries()]
+            raise HarnessError(f"no run {run_id!r} is known here", f"known runs: {', '.join(known) or 'none'}")
         topo = cls(entry.profile, run_id=run_id)
         topo.env_file = Path(entry.env_file)
         topo._compose.env_file = [entry.env_file]
+        try:  # the settings the run was started with, not this process's defaults
+            for line in topo.env_file.read_text().splitlines():
+                key, sep, value = line.partition("=")
+                if sep:
+                    topo.env[key] = value
+        except OSError:
+            pass
         topo.started = True
         return topo
 
     def required_images(self) -> list[str]:
         """The image tags this profile's compose files run, as compose itself resolves them (``config --images``,
-        with the environment ``compose up`` will see: the process's over the env file's); the profile's project
-        images when compose cannot tell."""
+        with the environment ``compose up`` will see); the profile's project images when compose cannot tell."""
         files = [arg for f in PROFILE_FILES[self.profile] for arg in ("-f", f)]
         try:
             proc = subprocess.run(["docker", "compose", *files, "config", "--images"], capture_output=True,
-                                  text=True, timeout=30, cwd=COMPOSE_DIR, env={**self.env, **os.environ})
+                                  text=True, timeout=30, cwd=COMPOSE_DIR, env={**os.environ, **self.env})
             if proc.returncode == 0 and proc.stdout.split():
                 return sorted(set(proc.stdout.split()))
         except (OSError, subprocess.TimeoutExpired):

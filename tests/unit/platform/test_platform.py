@@ -209,11 +209,11 @@ def test_each_profile_requires_only_the_images_it_runs(monkeypatch: pytest.Monke
     if not compose_v2_version():
         pytest.skip("no compose v2 CLI to resolve the compose files' images")
     # what compose itself will run: the profile's files only, the prefix and the fault proxy's override applied
-    monkeypatch.setenv("HA_CHAOS_IMAGE_PREFIX", "unit-prefix")
-    assert set(Topology("postgres", run_id="hc-unit").required_images()) == {
+    prefix = {"HA_CHAOS_IMAGE_PREFIX": "unit-prefix"}
+    assert set(Topology("postgres", run_id="hc-unit", extra_env=prefix).required_images()) == {
         "unit-prefix/etcd:latest", "unit-prefix/postgres:latest", "unit-prefix/haproxy:latest"}
     monkeypatch.setenv("HA_CHAOS_FAULTPROXY_IMAGE", "ghcr.io/shopify/toxiproxy:2.9.0")
-    fp = Topology("faultproxy", run_id="hc-unit").required_images()
+    fp = Topology("faultproxy", run_id="hc-unit", extra_env=prefix).required_images()
     assert "ghcr.io/shopify/toxiproxy:2.9.0" in fp and "unit-prefix/node:latest" in fp
     assert names(Topology("full", run_id="hc-unit").required_images()) >= names(
         Topology("full", run_id="hc-unit").project_images()) - {"faultproxy:latest"}
@@ -346,3 +346,35 @@ def test_a_missing_upstream_image_is_pulled_not_built(monkeypatch: pytest.Monkey
     with pytest.raises(HarnessError) as exc:
         topo._preflight()
     assert exc.value.fix == "run `ha-chaos images build`"
+
+
+def test_the_runs_settings_win_over_the_shell_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Compose lets a variable of the calling process override the --env-file value: a shell that exported
+    HA_CHAOS_SUT_BUGS (the README names it) silently replaced `--bugs`, HA_CHAOS_IMAGE_PREFIX the image prefix."""
+    from harness.topology import compose, registry
+
+    monkeypatch.setenv("HA_CHAOS_SUT_BUGS", "no_fencing")
+    seen: list[dict[str, str]] = []
+
+    def fake_run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        seen.append(kw["env"])  # type: ignore[arg-type]
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    topo = compose.Topology("postgres", run_id="hc-unit", bugs="dedup_in_memory")
+    monkeypatch.setattr(compose.subprocess, "run", fake_run)
+    topo._compose._run_command([*topo._compose.compose_command_property, "up", "--detach"])
+    topo.required_images()
+    assert [env["HA_CHAOS_SUT_BUGS"] for env in seen] == ["dedup_in_memory", "dedup_in_memory"]
+    assert all(env["HA_CHAOS_RUN_ID"] == "hc-unit" for env in seen)
+
+    # a handle attached from another process (`ha-chaos down`) uses the run's own settings too
+    monkeypatch.setattr(registry, "REGISTRY_DIR", tmp_path / "runs")
+    topo.env_file = tmp_path / "hc-unit.env"
+    topo.env_file.write_text("".join(f"{k}={v}\n" for k, v in topo.env.items()))
+    registry.register("hc-unit", "postgres", str(topo.env_file), detached=True)
+    attached = compose.Topology.attach("hc-unit")
+    assert attached.env["HA_CHAOS_SUT_BUGS"] == "dedup_in_memory"
+    assert attached._compose.run_env["HA_CHAOS_SUT_BUGS"] == "dedup_in_memory"
+    with pytest.raises(HarnessError, match="no run 'hc-other'") as exc:
+        compose.Topology.attach("hc-other")
+    assert exc.value.fix == "known runs: hc-unit"
