@@ -29,9 +29,17 @@ def test_commands_complete_dedup_and_streams_agree(pg: PgServer) -> None:
                 r = await clients[p].submit(user="u", act_as=[party], command_id=f"c{k}", informees=informees,
                                             payload={"k": k})
                 assert r.ok, r.body
-            # the same change ID twice at once: one is acknowledged, the other is refused as in flight
-            twice = await asyncio.gather(*(clients["p1"].submit(user="u", act_as=["alice"], command_id="x",
-                                                                submission_id=s) for s in ("s1", "s2")))
+            await wait_until(lambda: len(comps["p1"]) + len(comps["p2"]) >= n, 30, "all completions")
+            # the same change ID twice at once: one is acknowledged, the other is refused as in flight. p1 is cut
+            # from the sequencers meanwhile, so the first cannot complete (and make the second a duplicate) before
+            # the second is decided: the nodes share this test's event loop, and a command completes in a few ms.
+            act = c.active("p1")
+            c.cut_sequencers(act.cfg.replica)
+            try:
+                twice = await asyncio.gather(*(clients["p1"].submit(user="u", act_as=["alice"], command_id="x",
+                                                                    submission_id=s) for s in ("s1", "s2")))
+            finally:
+                c.heal_sequencers(act.cfg.replica)
             assert sorted(str(r.error) for r in twice) == ["None", "SUBMISSION_ALREADY_IN_FLIGHT"], twice
             n += 1
             await wait_until(lambda: len(comps["p1"]) + len(comps["p2"]) >= n, 30, "all completions")
