@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Collection
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InputError
 
 #: compose variable -> (offset from the base, what it is)
 FIXED_PORTS: dict[str, tuple[int, str]] = {
@@ -20,6 +20,17 @@ FIXED_PORTS: dict[str, tuple[int, str]] = {
     "HA_CHAOS_PORT_PG": (32, "PostgreSQL primary (pg-lb)"),
     "HA_CHAOS_PORT_FAULTPROXY": (74, "fault-proxy API"),
 }
+
+
+MAX_OFFSET = max(off for off, _ in FIXED_PORTS.values())
+
+
+def validate_base(port_base: int) -> None:
+    """0 (every port ephemeral) or a base whose fixed ports all are valid TCP ports."""
+    if port_base != 0 and not 1 <= port_base <= 65535 - MAX_OFFSET:
+        raise InputError(f"port base {port_base} is out of range: its fixed ports {port_base}+1..{port_base}+"
+                         f"{MAX_OFFSET} must be TCP ports (1-65535)",
+                         f"use a --port-base from 1 to {65535 - MAX_OFFSET}, or 0 for ephemeral ports")
 
 
 def port_env(port_base: int) -> dict[str, str]:
@@ -39,6 +50,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def busy_ports(port_base: int, only: Collection[str] | None = None) -> list[tuple[int, str]]:
     """The fixed ports of ``port_base`` that are taken; ``only``: the compose variables a profile publishes."""
+    validate_base(port_base)
     if not port_base:
         return []
     return [(port_base + off, what) for var, (off, what) in FIXED_PORTS.items()

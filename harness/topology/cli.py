@@ -63,6 +63,10 @@ def _down(args: argparse.Namespace) -> int:
     run_id = args.run or _latest_detached()
     known = registry.lookup(run_id) is not None
     counts = Topology.attach(run_id).stop() if known else registry.remove_run_objects(run_id)
+    if not known and not any(counts.values()):
+        runs = sorted({e.run_id for e in registry.entries()} | registry.labelled_runs())
+        raise HarnessError(f"no run {run_id!r}: not started here and nothing carries its label",
+                           f"runs: {', '.join(runs) or 'none'}")
     print(f"run {run_id} removed ({counts.get('containers', 0)} leftover containers swept by label)")
     return 0
 

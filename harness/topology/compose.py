@@ -145,6 +145,7 @@ class Topology:
             synchronous_mode = False
         self.synchronous_mode = synchronous_mode
         self.run_id = run_id or registry.new_run_id()
+        ports.validate_base(port_base)
         self.port_base = port_base
         self.model: TopologyModel = model_for_profile("postgres" if profile != "full" else "full")
         self.detached = detached

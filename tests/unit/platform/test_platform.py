@@ -378,3 +378,33 @@ def test_the_runs_settings_win_over_the_shell_environment(monkeypatch: pytest.Mo
     with pytest.raises(HarnessError, match="no run 'hc-other'") as exc:
         compose.Topology.attach("hc-other")
     assert exc.value.fix == "known runs: hc-unit"
+
+
+@pytest.mark.parametrize("base", [-5, 65530, 70000])
+def test_port_base_out_of_range_is_an_input_error(base: int) -> None:
+    """`up --port-base 65530` ended in an OverflowError traceback; a negative base started a topology."""
+    from harness.errors import InputError
+    from harness.topology.compose import Topology
+
+    with pytest.raises(InputError, match="out of range"):  # what `up` builds first, before touching Docker
+        Topology("postgres", run_id="hc-unit", port_base=base)
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "doctor", "--port-base", str(base)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "out of range" in proc.stderr and "fix:" in proc.stderr
+    ports.validate_base(0)
+    ports.validate_base(65535 - 74)
+
+
+def test_down_of_an_unknown_run_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`ha-chaos down --run typo` used to print "run typo removed"."""
+    import argparse
+
+    from harness.topology import cli, registry
+
+    monkeypatch.setattr(registry, "REGISTRY_DIR", tmp_path)
+    monkeypatch.setattr(registry, "remove_run_objects", lambda run_id: {"containers": 0, "networks": 0, "volumes": 0})
+    monkeypatch.setattr(registry, "labelled_runs", lambda: {"hc-live"})
+    with pytest.raises(HarnessError, match="no run 'typo'") as exc:
+        cli._down(argparse.Namespace(all=False, run="typo"))
+    assert exc.value.fix == "runs: hc-live"
