@@ -408,3 +408,37 @@ def test_down_of_an_unknown_run_says_so(monkeypatch: pytest.MonkeyPatch, tmp_pat
     with pytest.raises(HarnessError, match="no run 'typo'") as exc:
         cli._down(argparse.Namespace(all=False, run="typo"))
     assert exc.value.fix == "runs: hc-live"
+
+
+def test_sigterm_during_an_image_build_removes_its_temporary_root(tmp_path: Path) -> None:
+    """A SIGTERMed `images build` left its debootstrap root file system (~130 MB) in /tmp."""
+    import signal
+
+    marker = tmp_path / "rootfs-dir"
+    script = f"""
+import sys, tempfile, time
+from pathlib import Path
+from harness.platform import images, setup
+setup.docker_client = lambda timeout=60: None
+def build_images(**kw):
+    with tempfile.TemporaryDirectory(dir={str(tmp_path)!r}) as tmp:
+        Path({str(marker)!r}).write_text(tmp)
+        print("building", flush=True)
+        time.sleep(60)
+    return []
+images.build_images = build_images
+from harness.cli import main
+sys.exit(main(["images", "build"]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "building", proc.stderr.read()
+        rootfs = Path(marker.read_text())
+        assert rootfs.is_dir()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert not rootfs.exists(), "the temporary root file system was left behind"
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
