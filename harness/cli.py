@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
+    except Terminated as exc:  # before KeyboardInterrupt, of which it is a subclass (SIGTERM exits 143)
+        print(f"{exc}: cleaned up", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted: cleaned up", file=sys.stderr)
         return 130
-    except Terminated as exc:
-        print(f"{exc}: cleaned up", file=sys.stderr)
-        return 128 + exc.signum
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def decode_body(raw: bytes) -> Any:
         raise bad_request(f"{exc.msg} at offset {exc.pos}") from exc
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
+    except RecursionError as exc:   # Go's decoder stops at depth 10000 with the same complaint
+        raise bad_request("exceeded max depth") from exc
     return value
 
 

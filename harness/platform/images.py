@@ -99,6 +99,21 @@ def apt_sources(text: str) -> tuple[str, str | None]:
     return mirror, security
 
 
+ROOTFS_PREFIX = "ha-chaos-rootfs-"
+
+
+def sweep_rootfs(tmpdir: str | None = None) -> list[Path]:
+    """Remove the debootstrap trees of builds whose process is gone (a SIGKILLed build leaves ~130 MB)."""
+    removed = []
+    for d in Path(tmpdir or tempfile.gettempdir()).glob(f"{ROOTFS_PREFIX}*"):
+        pid = d.name[len(ROOTFS_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            continue  # a build that is still running (or, rarely, a reused pid: swept next time)
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
 def build_base_image(force: bool = False) -> str:
     """debootstrap a minimal bookworm from the host's mirror and import it as ``<prefix>/debian:bookworm``."""
     if not force and image_exists(BASE_IMAGE):
@@ -107,7 +122,8 @@ def build_base_image(force: bool = False) -> str:
         raise HarnessError("debootstrap is missing", "run `ha-chaos setup` or apt-get install debootstrap")
     mirror, security = apt_sources(host_apt_text())
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ha-chaos-rootfs-") as tmp:
+    sweep_rootfs()
+    with tempfile.TemporaryDirectory(prefix=f"{ROOTFS_PREFIX}{os.getpid()}-") as tmp:
         root = Path(tmp) / "rootfs"
         run(["debootstrap", "--variant=minbase", "bookworm", str(root), mirror], timeout=900)
         lines = [f"deb {mirror} bookworm main", f"deb {mirror} bookworm-updates main"]

@@ -34,6 +34,7 @@ def witness(client: FaultProxyClient, make_proxy, echo_server) -> Iterator[tuple
 # (method, path template, raw body, our status, upstream's status where it differs)
 CASES = [
     ("POST", "/proxies", b"{bad json", 400, None),
+    ("POST", "/proxies", b"[" * 100_000 + b"]" * 100_000, 400, None),   # deeper than any JSON decoder recurses
     ("POST", "/proxies", b"", 400, None),
     ("POST", "/proxies", b"[1, 2]", 400, None),
     ("POST", "/proxies", b'{"upstream": "127.0.0.1:1"}', 400, None),

@@ -212,6 +212,8 @@ def test_each_profile_requires_only_the_images_it_runs(monkeypatch: pytest.Monke
     prefix = {"HA_CHAOS_IMAGE_PREFIX": "unit-prefix"}
     assert set(Topology("postgres", run_id="hc-unit", extra_env=prefix).required_images()) == {
         "unit-prefix/etcd:latest", "unit-prefix/postgres:latest", "unit-prefix/haproxy:latest"}
+    assert "unit-prefix/faultproxy:latest" in Topology("faultproxy", run_id="hc-unit", extra_env=prefix
+                                                        ).required_images()
     monkeypatch.setenv("HA_CHAOS_FAULTPROXY_IMAGE", "ghcr.io/shopify/toxiproxy:2.9.0")
     fp = Topology("faultproxy", run_id="hc-unit", extra_env=prefix).required_images()
     assert "ghcr.io/shopify/toxiproxy:2.9.0" in fp and "unit-prefix/node:latest" in fp
@@ -442,3 +444,47 @@ sys.exit(main(["images", "build"]))
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("exc, code", [("term", 143), ("hup", 129), ("ctrl-c", 130)])
+def test_signals_end_the_cli_with_their_conventional_exit_code(exc: str, code: int,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM/SIGHUP arrive as ``Terminated`` (a KeyboardInterrupt, so pytest tears down on them too): the CLI
+    must still exit 128 + signal for them and 130 only for Ctrl-C."""
+    import argparse
+    import signal
+
+    from harness import cli
+    from harness.topology.signals import Terminated
+
+    raised = {"term": Terminated(signal.SIGTERM), "hup": Terminated(signal.SIGHUP), "ctrl-c": KeyboardInterrupt()}
+
+    def boom(_args: object) -> int:
+        raise raised[exc]
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv=None: argparse.Namespace(verbose=False, func=boom))
+    assert cli.main([]) == code
+
+
+def test_a_killed_base_image_build_leaves_no_rootfs_behind(tmp_path) -> None:
+    """debootstrap trees are named after the building process; the next build removes those of dead ones."""
+    import os
+
+    from harness.platform.images import ROOTFS_PREFIX, sweep_rootfs
+
+    dead = _dead_pid()
+    (tmp_path / f"{ROOTFS_PREFIX}{dead}-abc" / "rootfs").mkdir(parents=True)
+    (tmp_path / f"{ROOTFS_PREFIX}old_style").mkdir()
+    live = tmp_path / f"{ROOTFS_PREFIX}{os.getpid()}-def"
+    live.mkdir()
+    removed = {p.name for p in sweep_rootfs(str(tmp_path))}
+    assert removed == {f"{ROOTFS_PREFIX}{dead}-abc", f"{ROOTFS_PREFIX}old_style"}
+    assert live.exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
