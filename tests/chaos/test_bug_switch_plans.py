@@ -13,6 +13,8 @@ Every switch has a case. The three that need a particular fault:
 - ``ack_before_durable``: slow-db-link delays the active p1 replica's DB responses, which opens the window
   between the early OK and its commit; the workload's read of the ledger end right after the OK misses it
   (invariant 4).
+- ``write_behind_submit``: active-db-blackhole holds every byte of the active p1 replica's DB link; until the load
+  balancer stops routing to it, the buggy replica acknowledges submissions it cannot record (invariant 11).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ CASES = {
     "no_lock_keepalive": ("active-participant-cut-from-db", {"10"}),
     "retry_non_transient": ("bad-db-setting", {"10"}),
     "ack_before_durable": ("slow-db-link", {"4"}),
+    "write_behind_submit": ("active-db-blackhole", {"11"}),
 }
 #: the ci budget runs these; nightly runs every case
 CI_CASES = ("dedup_in_memory", "passive_serves_api")

@@ -20,6 +20,7 @@ KNOWN_BUGS = frozenset({
     "stream_resume_inclusive",  # a stream resumed from offset X starts AT X (off by one: X is delivered twice)
     "unordered_indexing",    # a processed batch's transactions get offsets in reverse event order
     "no_resubscribe",        # the sequencer client treats a lost subscription as final and never re-subscribes
+    "write_behind_submit",   # a submission is acknowledged before its in-flight record is written (write-behind)
 })
 
 

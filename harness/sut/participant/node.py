@@ -253,6 +253,10 @@ class ParticipantNode:
         group = self._group
         if group is None or group.writer is not writer:
             return 503, {"error": "NODE_IS_PASSIVE_REPLICA", "status": "UNAVAILABLE", "replica": replica}
+        if "write_behind_submit" in self.cfg.bugs:   # BUG: acknowledged before the in-flight record is written
+            self._tasks.append(asyncio.create_task(self._write_behind(group, _Submission(req, now, period, mem_entry))))
+            return 202, {"status": "ACCEPTED", "submission_id": req["submission_id"], "request_id": req["request_id"],
+                         "replica": replica, "duplicate": False}
         try:
             decision, entry = await group.submit(_Submission(req, now, period, mem_entry))
         except PassiveInstance:
@@ -264,6 +268,14 @@ class ParticipantNode:
                          "existing_submission_id": entry.submission_id if entry else None}
         return 202, {"status": "ACCEPTED", "submission_id": req["submission_id"], "request_id": req["request_id"],
                      "replica": replica, "duplicate": decision == "duplicate"}
+
+    async def _write_behind(self, group: _SubmitGroup, sub: _Submission) -> None:
+        """BUG ``write_behind_submit``: the in-flight record of an already acknowledged submission is written in
+        the background; while the DB is unreachable the acknowledgement is a promise nobody keeps."""
+        try:
+            await group.submit(sub)
+        except Exception as exc:
+            log("write_behind_submit_lost", level="warning", request_id=sub.req["request_id"], error=repr(exc))
 
     async def _record_submissions(self, writer: Writer, subs: list[_Submission]) -> list[_Outcome]:
         """One fenced transaction for every submission queued meanwhile (group commit): new change IDs are claimed

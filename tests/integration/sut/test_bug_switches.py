@@ -16,7 +16,7 @@ from sut_support import TEST_TIMERS, Cluster, Forwarder, PgServer, collect, http
 from test_election import _write_load, actives, pair, teardown
 from test_sequencer import read_n, send_many, start_sequencers, url
 
-from harness.sut.client import HealthClient, LedgerClient, SequencerApiClient
+from harness.sut.client import HealthClient, LedgerClient, SequencerApiClient, SubmitResult
 from harness.sut.common.db import FatalDbError, retry
 from harness.sut.participant.node import ParticipantNode
 
@@ -175,6 +175,31 @@ def test_passive_serves_api_acknowledges_on_the_passive(pg: PgServer) -> None:
             async with LedgerClient(f"http://127.0.0.1:{pas.cfg.api_port}") as cl:
                 r = await cl.submit(user="u", act_as=["alice"], command_id=uuid.uuid4().hex)
             assert r.ok and r.replica == pas.cfg.replica
+        finally:
+            await teardown(nodes, fw)
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_write_behind_submit_acknowledges_with_the_database_cut(pg: PgServer, bug: bool) -> None:
+    """Invariant 11 (outage honesty): with ``write_behind_submit`` the active acknowledges a submission while its
+    database is unreachable; a correct node answers only after the in-flight record is written (or 503)."""
+    async def main() -> None:
+        _, nodes, fw = await pair(pg, fwd=True, bugs=frozenset({"write_behind_submit"}) if bug else frozenset())
+        try:
+            def one_active_writing() -> bool:
+                return sum(n.election.role == "active" and n._api is not None for n in nodes) == 1
+            await wait_until(one_active_writing, 10, "one active with its Ledger API listening")
+            i, act = next((i, n) for i, n in enumerate(nodes) if n.election.role == "active")
+            fw[i].cut()
+            answer: SubmitResult | None = None
+            async with LedgerClient(f"http://127.0.0.1:{act.cfg.api_port}") as cl:
+                with contextlib.suppress(TimeoutError):
+                    answer = await asyncio.wait_for(cl.submit(user="u", act_as=["alice"], command_id="cut"), 3)
+            if bug:
+                assert answer is not None and answer.ok and answer.replica == act.cfg.replica, answer
+            else:   # still retrying the in-flight write (no answer yet), or passive by now (503)
+                assert answer is None or not answer.ok, answer
         finally:
             await teardown(nodes, fw)
     asyncio.run(main())
