@@ -170,18 +170,25 @@ def _cgroup_cpu_s(path: str) -> float:
     return 0.0
 
 
-async def bench(h: Handles, n: int, concurrency: list[int], do_failover: bool) -> dict[str, Any]:
+#: the most commands outstanding at once in an open-loop level (beyond it the load would only queue in this process)
+OPEN_LOOP_CAP = 1000
+
+
+async def bench(h: Handles, n: int, concurrency: list[int], do_failover: bool,
+                rates: list[float] | None = None) -> dict[str, Any]:
     urls = {"p1": h.url("ledger-lb", 7501), "p2": h.url("ledger-lb", 7502)}
     for reps in (("p1a", "p1b"), ("p2a", "p2b")):
         await active_replica(h, reps)
     meter = CpuMeter(h)
     runs: list[dict[str, Any]] = []
-    for c in concurrency:
+    levels: list[tuple[int, float | None]] = [(c, None) for c in concurrency]
+    levels += [(OPEN_LOOP_CAP, r) for r in rates or []]
+    for c, rate in levels:
         count = min(n, 200) if c == 1 else n       # one client: latency, not throughput
-        await run_load(urls, n=min(50, count), concurrency=c)    # warm-up
+        await run_load(urls, n=min(50, count), concurrency=min(c, 32))    # warm-up
         a = meter.read()
-        res = await run_load(urls, n=count, concurrency=c)
-        summary = {"concurrency": c, **res.summary()}
+        res = await run_load(urls, n=count, concurrency=c, rate=rate)
+        summary = {"concurrency": None if rate else c, "offered_cmd_s": rate, **res.summary()}
         summary["cpu"] = CpuMeter.figures(a, meter.read(), res.commands)
         runs.append(summary)
     best = max(runs, key=lambda r: r["throughput_cmd_s"] or 0)
@@ -201,22 +208,35 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        rates = [-1.0]
+    if any(not 0 < r <= 10_000 for r in rates):
+        raise HarnessError(f"--rate {text!r}: expected commands per second in (0, 10000], e.g. 100 or 50,100,150, "
+                           f"or an empty string for none")
+    return rates
+
+
 def _cmd(args: argparse.Namespace) -> int:
     from harness.faultproxy import evloop
-    levels = _levels(args.concurrency)
+    levels, rates = _levels(args.concurrency), _rates(args.rate)
     if args.run:
-        result = evloop.run(bench(Handles(args.run), args.commands, levels, not args.no_failover))
+        result = evloop.run(bench(Handles(args.run), args.commands, levels, not args.no_failover, rates))
     else:
         from harness.topology.compose import Topology
         with Topology("full") as topo:
             topo.start()
-            result = evloop.run(bench(Handles(topo.run_id), args.commands, levels, not args.no_failover))
+            result = evloop.run(bench(Handles(topo.run_id), args.commands, levels, not args.no_failover, rates))
     if args.json:
         print(json.dumps(result))
     else:
         for s in result["runs"]:
             cpu = s["cpu"]
-            print(f"{s['concurrency']} clients: {s['commands']} commands in {s['seconds']} s = "
+            rate = s["offered_cmd_s"]
+            level = f"open loop at {rate:g} cmd/s" if rate else f"{s['concurrency']} clients"
+            print(f"{level}: {s['commands']} commands in {s['seconds']} s = "
                   f"{s['throughput_cmd_s']} cmd/s, p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms, "
                   f"retries {s['retries']}, problems {s['problem_count']}; CPU (% of one of {cpu['cores']} cores): "
                   f"host {cpu['host_busy_pct']}, topology {cpu['topology_pct']} "
@@ -233,10 +253,14 @@ def _cmd(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("ledger", help="throughput/latency through ledger-lb and participant failover time")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--commands", type=int, default=1000)
+    p.add_argument("--commands", type=int, default=1000, help="commands per level (default: 1000)")
     p.add_argument("--concurrency", default="1,32",
                    help="concurrent clients; a comma list runs each level in turn (one client: at most 200 "
                         "commands); `steady` is the level with the best throughput (default: 1,32)")
+    p.add_argument("--rate", default="100",
+                   help="open-loop levels after the closed-loop ones: commands started at this many per second "
+                        "whatever the latency, latency counted from each command's scheduled start (the "
+                        "latency at that throughput); a comma list, or '' for none (default: 100)")
     p.add_argument("--run", help="measure an already running topology (run id) instead of starting one")
     p.add_argument("--no-failover", action="store_true", help="skip the SIGKILL failover measurement")
     p.set_defaults(func=_cmd)

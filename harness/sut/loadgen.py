@@ -109,9 +109,15 @@ async def submit_until_acked(cl: LedgerClient, p: str, command_id: str, informee
 
 
 async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32, cross_every: int = 3,
-                   resubmit_percent: float = 5.0, timeout: float = 300.0) -> LoadResult:
+                   resubmit_percent: float = 5.0, timeout: float = 300.0, rate: float | None = None) -> LoadResult:
     """``n`` commands alternating p1/p2, every ``cross_every``-th cross-participant, plus resubmits of accepted
-    command ids; waits for every completion and checks the outcomes (``LoadResult.problems``)."""
+    command ids; waits for every completion and checks the outcomes (``LoadResult.problems``).
+
+    Closed loop by default: ``concurrency`` clients, each submitting its next command once the last completed
+    (the highest throughput the nodes sustain). With ``rate`` the load is open loop: command k starts at
+    ``k / rate`` seconds whatever the others do (at most ``concurrency`` outstanding), and its latency counts from
+    that scheduled moment, so a stall shows as latency instead of slowing the load down (no coordinated
+    omission): the latency the nodes give at that throughput."""
     clients = {p: LedgerClient(u, timeout=5.0) for p, u in urls.items()}
     # Streams are followed from the current ledger ends: on a topology that already ran loads, reading its whole
     # history again would load the participants and this process during the measured run.
@@ -133,10 +139,14 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
     async def wait_ok(p: str, cid: str) -> None:
         await comps[p].wait_for(cid, has("OK"), deadline)
 
-    async def one(p: str, cid: str, cross: bool) -> None:
+    async def one(k: int, p: str, cid: str, cross: bool) -> None:
         nonlocal retries
+        if rate:
+            started[(p, cid)] = t0 + k / rate
+            await asyncio.sleep(max(0.0, started[(p, cid)] - time.monotonic()))
         async with sem:
-            started[(p, cid)] = time.monotonic()
+            if not rate:
+                started[(p, cid)] = time.monotonic()
             _, r = await submit_until_acked(clients[p], p, cid, [OTHER[p]] if cross else [], deadline)
             retries += r
             await wait_ok(p, cid)
@@ -144,7 +154,7 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
 
     t0 = time.monotonic()
     try:
-        await asyncio.gather(*(one(*x) for x in plan))
+        await asyncio.gather(*(one(k, *x) for k, x in enumerate(plan)))
         elapsed = time.monotonic() - t0
         n_resub = int(n * resubmit_percent / 100)
         resub = plan[:: max(1, n // n_resub)][:n_resub] if n_resub else []

@@ -143,3 +143,16 @@ def test_config_from_env() -> None:
     assert lock_id("p1", 0) != lock_id("p2", 0) and lock_id("p1", 1) - lock_id("p1", 0) == 1
     with pytest.raises(ValueError):
         config_from_env({"NODE_ROLE": "bogus", "DB_DSN": "x"})
+
+
+# --- bench ledger options -----------------------------------------------------------------------------------
+def test_bench_ledger_levels_and_rates_are_checked() -> None:
+    from harness.errors import HarnessError
+    from harness.sut.bench import _levels, _rates
+    assert _levels("1,32") == [1, 32]
+    assert _rates("50, 100") == [50.0, 100.0] and _rates("") == []
+    for bad in ("0", "x", "-5", "1e9"):
+        with pytest.raises(HarnessError, match="--rate"):
+            _rates(bad)
+    with pytest.raises(HarnessError, match="--concurrency"):
+        _levels("0")
