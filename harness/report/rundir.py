@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,10 +188,14 @@ class RunDir:
             return []
         return sorted(p.stem for p in self.logs_dir.glob("*.log"))
 
-    def log_excerpt(self, container: str, wall_from: float, wall_to: float, max_lines: int = 40) -> list[str]:
-        """Lines of ``logs/<container>.log`` stamped within [wall_from, wall_to] (epoch seconds)."""
+    def log_excerpt(self, container: str, wall_from: float, wall_to: float, max_lines: int = 40,
+                    before: int = 3) -> list[str]:
+        """Lines of ``logs/<container>.log`` stamped within [wall_from, wall_to] (epoch seconds). When none is,
+        the last ``before`` lines stamped earlier, after a marker line: the reference nodes log transitions,
+        not every request, so the node's last transition is what tells its state at that time."""
         path = self.log_path(container)
         out: list[str] = []
+        earlier: deque[str] = deque(maxlen=before)
         try:
             with path.open(encoding="utf-8", errors="replace") as fh:
                 for line in fh:
@@ -198,7 +203,10 @@ class RunDir:
                     if not m:
                         continue
                     w = _parse_wall(m.group(1))
-                    if w is None or w < wall_from:
+                    if w is None:
+                        continue
+                    if w < wall_from:
+                        earlier.append(line.rstrip("\n"))
                         continue
                     if w > wall_to:
                         break
@@ -207,6 +215,8 @@ class RunDir:
                         break
         except FileNotFoundError:
             return []
+        if not out and earlier:
+            return [f"(no lines within the window; the last {len(earlier)} before it:)", *earlier]
         return out
 
 

@@ -6,6 +6,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,15 @@ def test_empty_history_renders_and_is_unknown(tmp_path: Path) -> None:
     html = (rd_path / "report.html").read_text()
     assert ">UNKNOWN<" in html and "No fault took effect" in html
     assert main(["report", str(rd_path)]) == 2
+
+
+def test_log_excerpt_falls_back_to_the_last_lines_before_the_window(runs: Path) -> None:
+    rd = RunDir.create(runs, "quiet-logs")
+    rd.log_path("p1a").write_text("".join(f"2026-11-22T02:00:0{i}.000000000Z p1a event {i}\n" for i in range(6)),
+                                  encoding="utf-8")
+    t = datetime(2026, 11, 22, 2, 0, 0, tzinfo=UTC).timestamp()
+    assert rd.log_excerpt("p1a", t + 2.5, t + 3.5) == ["2026-11-22T02:00:03.000000000Z p1a event 3"]
+    quiet = rd.log_excerpt("p1a", t + 10, t + 16)
+    assert quiet[0].startswith("(no lines within the window") and [q[-1] for q in quiet[1:]] == ["3", "4", "5"]
+    assert rd.log_excerpt("p1a", t - 10, t - 5) == []      # nothing before either
+    assert rd.log_excerpt("seq9", t, t + 1) == []          # no such log
