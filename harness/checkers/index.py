@@ -55,6 +55,7 @@ class Fault:
     invoke: Event
     outcome: Event | None = None
     heal: Event | None = None  # the heal's ok
+    heal_invoke: Event | None = None  # the invoke of the heal that succeeded (the latest before ``heal``)
 
     @property
     def start(self) -> float | None:
@@ -63,6 +64,17 @@ class Fault:
     @property
     def end(self) -> float | None:
         return self.heal.t if self.heal is not None else None
+
+    @property
+    def heal_began(self) -> float | None:
+        """When the successful heal was invoked (None if never healed). The executor undoes the fault *before*
+        it logs the heal's ``ok``, so the effect may already be gone anywhere in [heal_began, end]: a rule that
+        needs the fault to be certainly in effect must stop here, not at ``end``."""
+        if self.heal is None:
+            return None
+        if self.heal_invoke is not None and self.heal_invoke.t <= self.heal.t:
+            return self.heal_invoke.t
+        return self.heal.t
 
     @property
     def target(self) -> str:
@@ -172,8 +184,11 @@ def _index_nemesis(ev: Event, by_step: dict[Any, Fault], open_faults: dict[Any, 
     key = _hashable(step)
     if ev.f == "heal":
         fault = by_step.get(key)
-        if fault is not None and ev.type == "ok" and fault.heal is None:
-            fault.heal = ev
+        if fault is not None and fault.heal is None:
+            if ev.type == "invoke":
+                fault.heal_invoke = ev  # a failed heal is retried: keep the invoke of the last attempt
+            elif ev.type == "ok":
+                fault.heal = ev
         return
     if ev.type == "invoke":
         fault = Fault(step=step, kind=str(v.get("kind", ev.f)), invoke=ev)

@@ -24,7 +24,9 @@ KNOWN_GUARDS = frozenset({"failover", "primary_change", "pg_failover", "failover
 
 @dataclass
 class _Fresh:
-    """One participant's OK completions in time order, with the invoke time of their submit (inf if unknown)."""
+    """One participant's OK completions in time order, with the invoke time of their submit (-inf if unknown: a
+    completion whose submit is not in the history - e.g. of a command submitted before the history began - is
+    never a *fresh* recovery)."""
 
     ts: list[float] = field(default_factory=list)
     invoked: list[float] = field(default_factory=list)
@@ -44,7 +46,7 @@ def _fresh_by_participant(idx: HistoryIndex) -> dict[str, _Fresh]:
     for ev in sorted((e for e in idx.completions if e.value.get("status") == "OK"), key=lambda e: e.t):
         fr = out[str(ev.value.get("participant"))]
         fr.ts.append(ev.t)
-        fr.invoked.append(invoked.get(ev.value.get("submission_id"), float("inf")))
+        fr.invoked.append(invoked.get(ev.value.get("submission_id"), float("-inf")))
         fr.evs.append(ev)
     return out
 

@@ -90,6 +90,14 @@ def witness(ev: Event, note: str = "") -> dict[str, Any]:
     return w
 
 
+def keep(witnesses: list[dict[str, Any]], ev: Event, note: str = "") -> None:
+    """Append ``witness(ev, note)`` unless ``MAX_WITNESSES`` are kept already. ``result`` keeps only the first
+    ones anyway; checkers count violations themselves, so a history with a million violations holds twenty
+    witnesses in memory, not a million."""
+    if len(witnesses) < MAX_WITNESSES:
+        witnesses.append(witness(ev, note))
+
+
 @dataclass
 class CheckResult:
     """The verdict of one invariant (or vacuity guard) with the evidence for it."""

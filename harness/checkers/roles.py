@@ -7,13 +7,14 @@ outage honesty (11) on submits acknowledged by a replica while a fault had cut i
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from harness.checkers.common import as_index, node_of, plural, resolve
 from harness.checkers.index import HistoryIndex
-from harness.checkers.model import CheckContext, CheckResult, result, witness
+from harness.checkers.model import MAX_WITNESSES, CheckContext, CheckResult, keep, result, witness
 from harness.history import Event
 
 
@@ -34,8 +35,8 @@ def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | 
         for e in epochs:
             if int(e.get("unfenced_writes") or 0) > 0:
                 node_bad += 1
-                witnesses.append(witness(ev, f"{node}: {e.get('unfenced_writes')} writes without the writers "
-                                             f"lock by {e.get('replica')} (epoch {e.get('epoch')})"))
+                keep(witnesses, ev, f"{node}: {e.get('unfenced_writes')} writes without the writers "
+                                    f"lock by {e.get('replica')} (epoch {e.get('epoch')})")
         spans = sorted((e for e in epochs if e.get("first_write") is not None),
                        key=lambda e: e["first_write"])
         open_: dict[str, Any] | None = None
@@ -43,9 +44,9 @@ def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | 
             last = e.get("last_write") if e.get("last_write") is not None else e["first_write"]
             if open_ is not None and e["first_write"] <= open_["_last"]:
                 node_bad += 1
-                witnesses.append(witness(ev, f"{node}: {e.get('replica')} epoch {e.get('epoch')} wrote from "
-                                             f"{e['first_write']} while {open_.get('replica')} epoch "
-                                             f"{open_.get('epoch')} wrote until {open_['_last']}"))
+                keep(witnesses, ev, f"{node}: {e.get('replica')} epoch {e.get('epoch')} wrote from "
+                                    f"{e['first_write']} while {open_.get('replica')} epoch "
+                                    f"{open_.get('epoch')} wrote until {open_['_last']}")
             if open_ is None or last > open_["_last"]:
                 open_ = {**e, "_last": last}
         bad += node_bad
@@ -62,21 +63,36 @@ def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | 
 
 
 def check_health(events: list[Event] | HistoryIndex, ctx: CheckContext | None = None) -> CheckResult:
-    """9. At most one replica per pair is ready; readiness equals the Ledger API accepting (per replica)."""
+    """9. At most one replica per pair is ready; at most one replica per pair serves the Ledger API (``api``
+    True), ready or not; readiness equals the Ledger API accepting (per replica).
+
+    ``api`` is True only when the replica's own Ledger API *answered* the probe's empty submission without a
+    502/503/504 (``harness/workload/runner.py`` ``_api_accepts``); a refused connection is False and a timeout
+    (a paused, partitioned or hung replica) is None, so an unreachable replica never counts as serving.
+
+    Every rule needs ``health_consecutive`` samples in a row. The probe asks all replicas concurrently but not
+    atomically (each answer lands at its own instant, up to its 1 s timeout), so a correct handover - the old
+    active closing its listener as the new one opens its own - can show two serving (or two ready) replicas in
+    one sample; it lasts less than a probe interval, while a passive replica that really serves stays visible
+    in every following sample."""
     idx = as_index(events)
     r = resolve(ctx, idx)
     need = r.health_consecutive
     witnesses: list[dict[str, Any]] = []
     multi_streak: dict[str, int] = defaultdict(int)
+    serving_streak: dict[str, int] = defaultdict(int)
     mismatch_streak: dict[str, int] = defaultdict(int)
     judged = bad = 0
     for ev in idx.health:
         services = ev.value.get("services") or {}
         ready_by_node: dict[str, list[str]] = defaultdict(list)
+        serving_by_node: dict[str, list[str]] = defaultdict(list)
         for rep, st in services.items():
             node = node_of(rep)
             if isinstance(st, dict) and node is not None and st.get("ready") is True:
                 ready_by_node[node].append(rep)
+            if isinstance(st, dict) and node is not None and st.get("api") is True:
+                serving_by_node[node].append(rep)
         for rep, st in services.items():
             node = node_of(rep)
             if not isinstance(st, dict) or node is None:
@@ -93,7 +109,7 @@ def check_health(events: list[Event] | HistoryIndex, ctx: CheckContext | None = 
                 mismatch_streak[rep] += 1
                 if mismatch_streak[rep] == need:
                     bad += 1
-                    witnesses.append(witness(ev, f"{rep}: ready={ready} but api={api} for {need} samples"))
+                    keep(witnesses, ev, f"{rep}: ready={ready} but api={api} for {need} samples")
             else:
                 mismatch_streak[rep] = 0
         for node in {n for n in (node_of(x) for x in services) if n}:
@@ -101,27 +117,89 @@ def check_health(events: list[Event] | HistoryIndex, ctx: CheckContext | None = 
                 multi_streak[node] += 1
                 if multi_streak[node] == need:
                     bad += 1
-                    witnesses.append(witness(ev, f"{node}: {ready_by_node[node]} all ready for {need} samples"))
+                    keep(witnesses, ev, f"{node}: {ready_by_node[node]} all ready for {need} samples")
             else:
                 multi_streak[node] = 0
+            if len(serving_by_node.get(node, [])) > 1:
+                serving_streak[node] += 1
+                if serving_streak[node] == need:
+                    bad += 1
+                    keep(witnesses, ev, f"{node}: {serving_by_node[node]} all accept Ledger API submissions "
+                                        f"for {need} samples")
+            else:
+                serving_streak[node] = 0
     if bad:
         what = "anomaly" if bad == 1 else "anomalies"
         return result("9", "fail", f"{bad} health/role {what} in {len(idx.health)} samples", witnesses)
     if not judged:
         return result("9", "unknown", "no health sample with a known readiness of a paired replica")
-    return result("9", "pass", f"{len(idx.health)} samples: never two ready replicas, readiness matched the API")
+    return result("9", "pass", f"{len(idx.health)} samples: never two ready or serving replicas, readiness "
+                               f"matched the API")
 
 
-def check_outage_honesty(events: list[Event] | HistoryIndex,
-                         ctx: CheckContext | None = None) -> CheckResult:
-    """11. No submit is acknowledged by a replica whose database a fault had cut for the whole operation."""
-    idx = as_index(events)
-    windows: list[tuple[float, float, set[str], Event]] = []
+#: How long after the probe last saw a replica ready the load balancer may still route to it (HAProxy checks every
+#: 1..3 s, canton-ha-model.md "Health").
+LB_LAG_S = 3.0
+
+_Window = tuple[float, float, set[str], Event]
+
+
+def _cut_windows(idx: HistoryIndex) -> list[_Window]:
+    """(start, end, cut replicas, fault ok) per fault that cut a database. ``start`` is the fault's ``ok`` (the
+    effect was verified), ``end`` the *invoke* of its heal: the executor undoes the fault before it logs the
+    heal's ``ok``, so after the invoke the database may already be reachable again."""
+    windows: list[_Window] = []
     for f in idx.effective_faults():
         assert f.outcome is not None
         cut = {str(x) for x in f.outcome.value.get("cuts_db") or []}
         if cut:
-            windows.append((f.start or 0.0, f.end if f.end is not None else idx.t_end, cut, f.outcome))
+            began = f.heal_began
+            windows.append((f.start or 0.0, began if began is not None else idx.t_end, cut, f.outcome))
+    return windows
+
+
+class _Readiness:
+    """Per replica, the probe's readiness samples in time order: whether the balancer may have routed to it."""
+
+    def __init__(self, idx: HistoryIndex) -> None:
+        self._ts: dict[str, list[float]] = defaultdict(list)
+        self._ready: dict[str, list[Any]] = defaultdict(list)
+        for ev in idx.health:
+            for rep, st in (ev.value.get("services") or {}).items():
+                if isinstance(st, dict):
+                    self._ts[rep].append(ev.t)
+                    self._ready[rep].append(st.get("ready"))
+
+    def maybe_routed(self, rep: str, t: float) -> bool:
+        """False only if every sample of ``rep`` from ``LB_LAG_S`` before ``t`` up to ``t`` (and the last one
+        before that span) showed it not ready: the balancer routes to ready replicas only. No sample: unknown,
+        so it may have been."""
+        ts = self._ts.get(rep, [])
+        hi = bisect.bisect_right(ts, t)
+        if hi == 0:
+            return True
+        lo = max(0, bisect.bisect_left(ts, t - LB_LAG_S) - 1)
+        return any(x is not False for x in self._ready[rep][lo:hi])
+
+
+def check_outage_honesty(events: list[Event] | HistoryIndex,
+                         ctx: CheckContext | None = None) -> CheckResult:
+    """11. No submit is acknowledged by a replica whose database a fault had cut for the whole operation, and no
+    OK completion of a transaction sequenced during the cut is streamed by a cut replica while still cut.
+
+    The cut lasts from the fault's ``ok`` to the *invoke* of its heal (see ``_cut_windows``): an ack right after
+    the heal began may come from a replica whose link is already back.
+
+    Which submits count (``attempted``): those invoked during a cut, to a participant with a cut replica, that
+    could have reached a cut replica - answered by one (its outcome names it), sent to one directly (``via``),
+    or sent through the balancer while the probe had not yet seen every cut replica not ready (``LB_LAG_S``).
+    Cutting only the passive replica therefore tests nothing: unknown and not applicable (the plan did not
+    exercise the invariant, as when only a sequencer's database is cut), not "N submits, none dishonest"; no
+    submit at all to the node during the cut is a plain unknown (the workload missed it).
+    An ``ok`` that could have come from a cut replica but names no ``replica`` cannot be judged; it is counted
+    apart, and if no submit was judged the verdict is unknown, not pass."""
+    idx = as_index(events)
+    windows = _cut_windows(idx)
     if not windows:
         return result("11", "unknown", "no fault cut a database in this run: outage honesty not exercised",
                       metrics={"applicable": False})
@@ -131,34 +209,65 @@ def check_outage_honesty(events: list[Event] | HistoryIndex,
         return result("11", "unknown", f"only {', '.join(sorted(cut_nodes))} lost a database; no Ledger API "
                                        f"submit goes there: outage honesty not exercised",
                       metrics={"applicable": False})
+    ready = _Readiness(idx)
     witnesses: list[dict[str, Any]] = []
-    attempted = bad = 0
+    attempted = bad = unjudged = tried = 0
     for op in idx.submits:
         inv = op.invoke
+        part = str(inv.value.get("participant"))
+        out = op.outcome
         for start, end, cut, fev in windows:
-            if not start <= inv.t <= end:
+            mine = {x for x in cut if (node_of(x) or x) == part}
+            if not mine or not start <= inv.t <= end:
                 continue
-            if str(inv.value.get("participant")) in cut_nodes:
-                attempted += 1
-            out = op.outcome
-            if out is not None and out.type == "ok" and out.t <= end and str(out.value.get("replica")) in cut:
+            tried += 1
+            replica = out.value.get("replica") if out is not None else None
+            via = inv.value.get("via")
+            if replica is not None:
+                reached = str(replica) in mine
+            elif via is not None and via != "lb":
+                reached = str(via) in mine
+            else:
+                reached = any(ready.maybe_routed(x, inv.t) for x in mine)
+            if not reached:
+                continue
+            acked_in_cut = out is not None and out.type == "ok" and out.t <= end
+            if acked_in_cut and replica is None:
+                unjudged += 1  # acknowledged during the cut by a replica we cannot name: maybe the cut one
+                continue
+            attempted += 1
+            if acked_in_cut:
+                assert out is not None
                 bad += 1
-                witnesses.append(witness(out, f"acknowledged by {out.value.get('replica')} while its database "
-                                              f"was cut (fault step {fev.value.get('step')})"))
-                witnesses.append(witness(fev, "the fault that cut the database"))
+                keep(witnesses, out, f"acknowledged by {replica} while its database was cut (fault step "
+                                     f"{fev.value.get('step')})")
+                keep(witnesses, fev, "the fault that cut the database")
     early = _completions_while_cut(idx, windows)
-    for c, fev in early:
-        witnesses.append(witness(c, f"OK completion from {c.value.get('replica')}, of a transaction sequenced after "
-                                    f"its database was cut, streamed while still cut: it cannot be durable"))
-        witnesses.append(witness(fev, "the fault that cut the database"))
+    for c, fev in early[:MAX_WITNESSES]:
+        keep(witnesses, c, f"OK completion from {c.value.get('replica')}, of a transaction sequenced after its "
+                           f"database was cut, streamed while still cut: it cannot be durable")
+        keep(witnesses, fev, "the fault that cut the database")
+    metrics = {"attempted": attempted, "not_judged": unjudged, "submits_during_cuts": tried}
     if bad or early:
         what = [f"{plural(bad, 'submit')} acknowledged"] if bad else []
         what += [f"{plural(len(early), 'OK completion')} reported"] if early else []
-        return result("11", "fail", f"{' and '.join(what)} by a replica with its database unreachable", witnesses)
+        return result("11", "fail", f"{' and '.join(what)} by a replica with its database unreachable", witnesses,
+                      metrics)
+    note = (f"; {plural(unjudged, 'ack')} during a cut named no replica (not judged)" if unjudged else "")
+    if not attempted and tried and not unjudged:
+        # the workload did submit to the node, but only replicas the balancer does not route to (passive ones)
+        # lost their database: like a cut sequencer's database, the plan did not exercise this invariant
+        cut_reps = sorted({x for w in windows for x in w[2]})
+        return result("11", "unknown", f"{plural(tried, 'submit')} during DB cuts, none could have reached a cut "
+                                       f"replica ({', '.join(cut_reps)}): none was answered by or sent to one, and "
+                                       f"the balancer routes to ready replicas only: outage honesty not exercised",
+                      metrics={**metrics, "applicable": False})
     if not attempted:
-        return result("11", "unknown", f"no submit reached {', '.join(sorted(cut_nodes))} while its database "
-                                       f"was cut")
-    return result("11", "pass", f"{attempted} submits during DB cuts, none acknowledged by a cut replica")
+        return result("11", "unknown", f"no submit could have reached a cut replica of "
+                                       f"{', '.join(sorted(cut_nodes))} while its database was cut{note}",
+                      metrics=metrics)
+    return result("11", "pass", f"{attempted} submits could have reached a replica with its database cut, none "
+                                f"acknowledged by it{note}", metrics=metrics)
 
 
 def _wall_offset(ev: Event) -> float | None:
@@ -171,11 +280,11 @@ def _wall_offset(ev: Event) -> float | None:
         return None
 
 
-def _completions_while_cut(idx: HistoryIndex,
-                           windows: list[tuple[float, float, set[str], Event]]) -> list[tuple[Event, Event]]:
-    """OK completions streamed by a cut replica, during the cut, for a transaction whose record time (sequencer
-    time of its verdict) lies after the cut took effect: that replica could not have committed it, so the success
-    it reports is not durable (e.g. published before the commit). One per completion."""
+def _completions_while_cut(idx: HistoryIndex, windows: list[_Window]) -> list[tuple[Event, Event]]:
+    """OK completions streamed by a cut replica, during the cut (up to its heal's invoke), for a transaction whose
+    record time (sequencer time of its verdict) lies after the cut took effect: that replica could not have
+    committed it, so the success it reports is not durable (e.g. published before the commit). One per
+    completion."""
     found: list[tuple[Event, Event]] = []
     for start, end, cut, fev in windows:
         off = _wall_offset(fev)

@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.checkers.common import as_index
 from harness.checkers.index import HistoryIndex
-from harness.checkers.model import CheckContext, CheckResult, result, witness
+from harness.checkers.model import CheckContext, CheckResult, keep, result
 from harness.history import Event
 
 
@@ -46,30 +46,30 @@ def check_sequencer_stream(events: list[Event] | HistoryIndex, ctx: CheckContext
             if expect_from is not None:
                 if c != expect_from:
                     bad += 1
-                    witnesses.append(witness(ev, f"{member} re-subscribed from {expect_from}, first event is {c}"))
+                    keep(witnesses, ev, f"{member} re-subscribed from {expect_from}, first event is {c}")
                 expect_from = None
             if max_c is not None and c <= max_c:
                 old = seen.get(c)
                 if old is not None and old != (ts, v.get("payload_hash")):
                     bad += 1
-                    witnesses.append(witness(ev, f"fork: counter {c} was ts={old[0]} hash={old[1]} before"))
+                    keep(witnesses, ev, f"fork: counter {c} was ts={old[0]} hash={old[1]} before")
                 elif not replaying:
                     bad += 1
-                    witnesses.append(witness(ev, f"counter {c} repeated without a re-subscribe"))
+                    keep(witnesses, ev, f"counter {c} repeated without a re-subscribe")
                 last = ev
                 continue
             replaying = False
             if max_c is not None and c != max_c + 1:
                 bad += 1
-                witnesses.append(witness(ev, f"{member}: counter {c} after {max_c}: gap"))
+                keep(witnesses, ev, f"{member}: counter {c} after {max_c}: gap")
             prev = seen.get(max_c) if max_c is not None else None
             if prev is not None and ts <= prev[0]:
                 bad += 1
-                witnesses.append(witness(ev, f"{member}: ts {ts} not after {prev[0]}"))
+                keep(witnesses, ev, f"{member}: ts {ts} not after {prev[0]}")
             if prev is not None and v.get("prev_ts") is not None and v["prev_ts"] != prev[0]:
                 bad += 1
-                witnesses.append(witness(ev, f"{member}: prev_ts {v['prev_ts']} but previous event has ts "
-                                             f"{prev[0]}"))
+                keep(witnesses, ev, f"{member}: prev_ts {v['prev_ts']} but previous event has ts "
+                                    f"{prev[0]}")
             seen[c] = (ts, v.get("payload_hash"))
             max_c = c
             last = ev
@@ -107,17 +107,17 @@ def check_watermark(events: list[Event] | HistoryIndex, ctx: CheckContext | None
             total += 1
             if ts > w:
                 bad += 1
-                witnesses.append(witness(ev, f"ts {ts} served beyond safe watermark {w}"))
+                keep(witnesses, ev, f"ts {ts} served beyond safe watermark {w}")
             if w_sub is not None and w < w_sub:
                 bad += 1
-                witnesses.append(witness(ev, f"{member}: safe watermark {w} after {w_sub} was served by "
-                                             f"{v.get('sequencer')}"))
+                keep(witnesses, ev, f"{member}: safe watermark {w} after {w_sub} was served by "
+                                    f"{v.get('sequencer')}")
                 if w_ev is not None:
-                    witnesses.append(witness(w_ev, "earlier, higher watermark"))
+                    keep(witnesses, w_ev, "earlier, higher watermark")
             is_new = max_c is None or c is None or c > max_c
             if is_new and w_max is not None and ts_max is not None and ts <= w_max and ts < ts_max:
                 bad += 1
-                witnesses.append(witness(ev, f"{member}: new event ts {ts} below served watermark {w_max}"))
+                keep(witnesses, ev, f"{member}: new event ts {ts} below served watermark {w_max}")
             if w_sub is None or w > w_sub:
                 w_sub, w_ev = w, ev
             if w_max is None or w > w_max:

@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.checkers.common import as_index
 from harness.checkers.index import HistoryIndex, offset_key
-from harness.checkers.model import CheckContext, CheckResult, result, witness
+from harness.checkers.model import CheckContext, CheckResult, keep, result
 from harness.history import Event
 
 
@@ -24,8 +24,8 @@ def _check_stream(stream: list[Event], field: str, what: str, witnesses: list[di
             if last is not None and x is not None and \
                     offset_key(x) > offset_key(last.value.get(field)):
                 bad += 1
-                witnesses.append(witness(ev, f"{what} resumed from {x!r} after {last.value.get(field)!r}: gap"))
-                witnesses.append(witness(last, "last element before the resumption"))
+                keep(witnesses, ev, f"{what} resumed from {x!r} after {last.value.get(field)!r}: gap")
+                keep(witnesses, last, "last element before the resumption")
             continue
         off = ev.value.get(field)
         if off is None:
@@ -34,7 +34,7 @@ def _check_stream(stream: list[Event], field: str, what: str, witnesses: list[di
         if last is not None and offset_key(off) <= offset_key(last.value.get(field)):
             bad += 1
             kind = "duplicate" if off == last.value.get(field) else "went back"
-            witnesses.append(witness(ev, f"{what} offset {off!r} after {last.value.get(field)!r}: {kind}"))
+            keep(witnesses, ev, f"{what} offset {off!r} after {last.value.get(field)!r}: {kind}")
             continue
         last = ev
     return n, bad
@@ -82,9 +82,9 @@ def check_order(events: list[Event] | HistoryIndex, ctx: CheckContext | None = N
             rt = ev.value.get("record_time")
             if rt is not None and last_rt is not None and rt < last_rt:
                 bad_rt += 1
-                witnesses.append(witness(ev, f"record time {rt} < previous {last_rt} on {part}"))
+                keep(witnesses, ev, f"record time {rt} < previous {last_rt} on {part}")
                 if last_ev is not None:
-                    witnesses.append(witness(last_ev, "previous transaction"))
+                    keep(witnesses, last_ev, "previous transaction")
             if rt is not None:
                 last_rt, last_ev = rt, ev
         order[part] = seq
@@ -103,8 +103,8 @@ def check_order(events: list[Event] | HistoryIndex, ctx: CheckContext | None = N
                 shared_total += 1
                 if prev is not None and hit[0] < prev[0]:
                     inversions += 1
-                    witnesses.append(witness(ev, f"after {prev[1].value.get('tx_id')} on {a}, before it on {b}"))
-                    witnesses.append(witness(prev[2], f"{prev[1].value.get('tx_id')} as seen on {b}"))
+                    keep(witnesses, ev, f"after {prev[1].value.get('tx_id')} on {a}, before it on {b}")
+                    keep(witnesses, prev[2], f"{prev[1].value.get('tx_id')} as seen on {b}")
                     continue
                 prev = (hit[0], ev, hit[1])
     if inversions or bad_rt:

@@ -7,12 +7,14 @@ lost (nothing was promised) nor count as a duplicate (only two accepted transact
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
-from harness.checkers.common import as_index, plural, quiet_period, resolve
+from harness.checkers.common import QuietPeriod, as_index, plural, quiet_period, resolve
 from harness.checkers.index import ChangeKey, HistoryIndex, change_key, offset_key
-from harness.checkers.model import CheckContext, CheckResult, result, witness
+from harness.checkers.model import CheckContext, CheckResult, keep, result, witness
 from harness.history import Event
 
 DUPLICATE = "DUPLICATE_COMMAND"
@@ -42,17 +44,32 @@ def check_exactly_once(events: list[Event] | HistoryIndex, ctx: CheckContext | N
             continue
         evs = sorted(txs.values(), key=lambda e: e.t)
         if r.dedup_period_s is not None:
-            rts = [e.value.get("record_time") for e in evs]
-            if all(isinstance(x, int | float) for x in rts) and \
-                    max(rts) - min(rts) > r.dedup_period_s * 1e6:  # type: ignore[type-var,operator]
+            close = _within_period(evs, r.dedup_period_s)
+            if close is None:
                 continue
+            evs = [*close, *(e for e in evs if e not in close)]
         violations += 1
         for e in evs[:3]:
-            witnesses.append(witness(e, f"change {key[3]!r} on {key[0]}: {len(txs)} accepted transactions"))
+            keep(witnesses, e, f"change {key[3]!r} on {key[0]}: {len(txs)} accepted transactions")
     if violations:
         return result("2", "fail", f"{plural(violations, 'change ID')} accepted more than once "
                                    f"(of {len(accepted)} accepted)", witnesses)
     return result("2", "pass", f"{len(accepted)} accepted change IDs, each exactly once")
+
+
+def _within_period(evs: list[Event], period_s: float) -> tuple[Event, Event] | None:
+    """Two acceptances of one change ID that the deduplication period should have caught: consecutive ones (by
+    record time) at most ``period_s`` apart, None if every consecutive pair is further apart. A period starts
+    at each acceptance, so the spread of all of them says nothing (1 s apart, then 90 s later, with a 10 s
+    period, is a violation). Without a record time on each, the first two (they cannot be told apart)."""
+    rts = [e.value.get("record_time") for e in evs]
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in rts):
+        return evs[0], evs[1]
+    by_rt = sorted(evs, key=lambda e: e.value["record_time"])
+    for a, b in itertools.pairwise(by_rt):
+        if b.value["record_time"] - a.value["record_time"] <= period_s * 1e6:
+            return a, b
+    return None
 
 
 def check_acknowledged_completes(events: list[Event] | HistoryIndex,
@@ -73,42 +90,133 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
     acked = [op for op in idx.submits if op.outcome is not None and op.outcome.type == "ok"]
     if not acked:
         return result("3", "unknown", "no submit was acknowledged: nothing to check")
+    # a participant whose completion stream the harness never subscribed to cannot show a completion: its
+    # missing completions are a gap of the harness, not evidence against the node
+    read = {p for p, stream in idx.completion_streams.items() if stream}
     witnesses: list[dict[str, Any]] = []
-    lost = doubled = pending = bad_dup = 0
+    lost = doubled = pending = bad_dup = dangling = dup_unjudged = 0
+    unread: set[str] = set()
+    unread_n = 0
     for op in acked:
         sid = op.invoke.value.get("submission_id")
         comps = by_sub.get(sid)
         if not comps:
             assert op.outcome is not None
-            if qp.judgeable and op.outcome.t <= qp.judge_before:
+            part = str(op.invoke.value.get("participant"))
+            if part not in read:
+                unread.add(part)
+                unread_n += 1
+            elif qp.judgeable and op.outcome.t <= qp.judge_before:
                 lost += 1
-                witnesses.append(witness(op.outcome, "acknowledged, never completed"))
+                keep(witnesses, op.outcome, "acknowledged, never completed")
             else:
                 pending += 1
         elif len(comps) > 1:
             doubled += 1
             for e in list(comps.values())[:2]:
-                witnesses.append(witness(e, f"submission {sid} completed {len(comps)} times"))
+                keep(witnesses, e, f"submission {sid} completed {len(comps)} times")
+    tx_streams: dict[str, _TxStream] | None = None
     for ev in idx.completions:
         v = ev.value
         if v.get("status") != DUPLICATE:
             continue
         earlier = ok_offset.get(change_key(v))
-        if earlier is not None and v.get("offset") != earlier:
-            bad_dup += 1
-            witnesses.append(witness(ev, f"duplicate points at offset {v.get('offset')!r}, "
-                                         f"accepted at {earlier!r}"))
-    if lost or doubled or bad_dup:
+        if earlier is not None:
+            if v.get("offset") != earlier:
+                bad_dup += 1
+                keep(witnesses, ev, f"duplicate points at offset {v.get('offset')!r}, accepted at {earlier!r}")
+            continue
+        if tx_streams is None:
+            tx_streams = _tx_streams(idx)
+        why = _dangling(ev, tx_streams.get(str(v.get("participant"))), qp)
+        if why is None:
+            dup_unjudged += 1
+        elif why:
+            dangling += 1
+            keep(witnesses, ev, f"duplicate of a change never accepted: {why}")
+    metrics = {"acknowledged": len(acked), "lost": lost, "pending": pending, "not_read": unread_n,
+               "duplicates_not_judged": dup_unjudged}
+    if lost or doubled or bad_dup or dangling:
         parts = [s for n, s in ((lost, f"{lost} lost"), (doubled, f"{doubled} completed twice"),
-                                (bad_dup, f"{bad_dup} duplicates with a wrong offset")) if n]
-        return result("3", "fail", f"of {len(acked)} acknowledged submits: " + ", ".join(parts), witnesses,
-                      {"acknowledged": len(acked), "lost": lost, "pending": pending})
+                                (bad_dup, f"{bad_dup} duplicates with a wrong offset"),
+                                (dangling, f"{dangling} duplicates pointing at no transaction of their change "
+                                           f"(the client takes them as success: the write is lost)")) if n]
+        return result("3", "fail", f"of {len(acked)} acknowledged submits: " + ", ".join(parts), witnesses, metrics)
+    if unread:
+        return result("3", "unknown", f"{plural(unread_n, 'acknowledged submit')} without completion on "
+                                      f"{', '.join(sorted(unread))}, whose completion stream was never read",
+                      metrics=metrics)
     if pending and not qp.judgeable:
         return result("3", "unknown", f"{plural(pending, 'acknowledged submit')} without completion; cannot call them "
-                                      f"lost: {qp.reason}", metrics={"pending": pending})
+                                      f"lost: {qp.reason}", metrics=metrics)
     note = f" ({pending} acknowledged in the last {r.completion_grace_s:g}s not judged)" if pending else ""
+    if dup_unjudged:
+        note += (f" ({plural(dup_unjudged, 'duplicate')} of a change whose acceptance the streams never covered "
+                 f"not judged)")
     return result("3", "pass", f"all {len(acked) - pending} judged acknowledged submits completed once{note}",
-                  metrics={"acknowledged": len(acked), "pending": pending})
+                  metrics=metrics)
+
+
+@dataclass
+class _TxStream:
+    """What one participant's transaction stream showed: transactions by offset, and the offset ranges it read.
+
+    A subscription ``from_offset`` F delivers the transactions with offset *above* F (exclusive, as Canton's
+    ``begin_exclusive``; ``LedgerClient.transactions``); each ``subscribe`` marker starts a segment (F, hi] where
+    hi is the highest offset it delivered. Transactions before any marker start a segment of unknown origin,
+    which covers nothing."""
+
+    by_offset: dict[Any, list[Event]] = field(default_factory=lambda: defaultdict(list))
+    segments: list[tuple[Any, Any]] = field(default_factory=list)  # (offset_key(F), offset_key(hi) or None)
+
+
+def _tx_streams(idx: HistoryIndex) -> dict[str, _TxStream]:
+    out: dict[str, _TxStream] = {}
+    for part, stream in idx.transactions.items():
+        ts = out[part] = _TxStream()
+        seg: list[Any] | None = None
+        for ev in stream:
+            off = ev.value.get("from_offset" if ev.f == "subscribe" else "offset")
+            if ev.f == "subscribe":
+                if seg is not None:
+                    ts.segments.append((seg[0], seg[1]))
+                seg = [offset_key(off), None] if off is not None else None
+                continue
+            if off is None:
+                continue
+            ts.by_offset[offset_key(off)].append(ev)
+            if seg is not None and (seg[1] is None or offset_key(off) > seg[1]):
+                seg[1] = offset_key(off)
+        if seg is not None:
+            ts.segments.append((seg[0], seg[1]))
+    return out
+
+
+def _dangling(dup: Event, stream: _TxStream | None, qp: QuietPeriod) -> str | None:
+    """Why a DUPLICATE_COMMAND of a change with no OK completion points at nothing ("" = it points at the
+    change's transaction, fine; None = the submitter's stream did not read that offset: not judged).
+
+    Judged when the stream read the duplicate's offset O: a segment (F, hi] with F < O <= hi, or the last
+    segment (still reading when the history ended) starts below O and every fault has healed and the quiet
+    period passed (the stream settled, so a transaction at O would have arrived)."""
+    v = dup.value
+    o = v.get("offset")
+    if stream is None or o is None:
+        return None
+    ko = offset_key(o)
+    key = change_key(v)
+    there = stream.by_offset.get(ko, [])
+    if any(change_key({**e.value, "participant": key[0]}) == key and e.value.get("submitter", key[0]) == key[0]
+           for e in there):
+        return ""
+    if there:
+        return (f"offset {o!r} holds {there[0].value.get('tx_id')!r} of command "
+                f"{there[0].value.get('command_id')!r}")
+    read = any(f < ko and hi is not None and ko <= hi for f, hi in stream.segments)
+    if not read and stream.segments:
+        f, hi = stream.segments[-1]
+        read = f < ko and (hi is None or ko > hi) and qp.judgeable and dup.t <= qp.judge_before
+    return f"no transaction at offset {o!r} in {key[0]}'s stream, which read it" if read else None
 
 
 def stale_reads(idx: HistoryIndex) -> list[tuple[Event, Event]]:
@@ -165,7 +273,8 @@ def check_no_lost_success(events: list[Event] | HistoryIndex, ctx: CheckContext 
     if not streams:
         return result("4", "unknown", "no transaction stream was read")
     witnesses: list[dict[str, Any]] = []
-    missing = mismatched = pending = 0
+    missing = mismatched = pending = unread = 0
+    not_read: set[str] = set()
     for ev in oks:
         v = ev.value
         part = str(v.get("participant"))
@@ -177,15 +286,18 @@ def check_no_lost_success(events: list[Event] | HistoryIndex, ctx: CheckContext 
             informees = [part, *informees]
         if own is not None and v.get("offset") is not None and own.value.get("offset") != v.get("offset"):
             mismatched += 1
-            witnesses.append(witness(ev, f"completion offset {v.get('offset')!r} but stream has "
-                                         f"{own.value.get('offset')!r}"))
+            keep(witnesses, ev, f"completion offset {v.get('offset')!r} but stream has "
+                                f"{own.value.get('offset')!r}")
         ref = own
         for q in informees:
             got = streams.get(q, {}).get(tx)
             if got is None:
-                if qp.judgeable and ev.t <= qp.judge_before and q in streams:
+                if q not in streams:  # never read: absence is not evidence, and presence was never checked
+                    unread += 1
+                    not_read.add(q)
+                elif qp.judgeable and ev.t <= qp.judge_before:
                     missing += 1
-                    witnesses.append(witness(ev, f"transaction {tx} missing from {q}'s stream"))
+                    keep(witnesses, ev, f"transaction {tx} missing from {q}'s stream")
                 else:
                     pending += 1
                 continue
@@ -194,8 +306,8 @@ def check_no_lost_success(events: list[Event] | HistoryIndex, ctx: CheckContext 
             elif (got.value.get("payload_hash"), got.value.get("command_id")) != \
                     (ref.value.get("payload_hash"), ref.value.get("command_id")):
                 mismatched += 1
-                witnesses.append(witness(got, f"content differs from {ref.value.get('participant')}'s copy"))
-                witnesses.append(witness(ref, "reference copy"))
+                keep(witnesses, got, f"content differs from {ref.value.get('participant')}'s copy")
+                keep(witnesses, ref, "reference copy")
     stale = stale_reads(idx)
     stale_witnesses: list[dict[str, Any]] = []
     for comp, read in stale[:5]:
@@ -212,6 +324,10 @@ def check_no_lost_success(events: list[Event] | HistoryIndex, ctx: CheckContext 
                       stale_witnesses + witnesses, {"stale_reads": len(stale)})
     if pending and not qp.judgeable:
         return result("4", "unknown", f"{plural(pending, 'transaction')} not (yet) in a stream; {qp.reason}")
+    if unread:
+        return result("4", "unknown", f"{plural(unread, 'OK transaction')} for an informee whose transaction stream "
+                                      f"was never read ({', '.join(sorted(not_read))})",
+                      metrics={"ok_completions": len(oks), "not_read": unread})
     reads = sum(1 for op in idx.ledger_ends if op.type == "ok")
     tail = f"; {reads} ledger-end reads after them all included them" if reads else ""
     return result("4", "pass", f"{len(oks)} OK completions, each transaction in every informee's stream{tail}",
