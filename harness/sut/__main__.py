@@ -2,6 +2,8 @@
 
 Why exit on fatal: the model says a failed transition or a non-transient DB error exits the process and the
 supervisor (Docker's restart policy) restarts it. SIGTERM stops gracefully (a sequencer marks itself offline).
+SIGUSR1 logs every asyncio task's stack (``docker kill -s USR1 <container>``): the way to see where a node that
+stopped making progress waits.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ import sys
 from harness.faultproxy import evloop
 from harness.sut.common.config import config_from_env
 from harness.sut.common.log import log, set_context
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: log every asyncio task with its stack (where a stuck transition or loop is waiting)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=12)
+        log("task_dump", task=task.get_name(), coro=getattr(task.get_coro(), "__qualname__", repr(task.get_coro())),
+            stack=[f"{f.f_code.co_filename.rsplit('/', 3)[-1]}:{f.f_lineno} {f.f_code.co_name}" for f in frames])
 
 
 def build_node(cfg):  # type: ignore[no-untyped-def]
@@ -36,6 +46,7 @@ async def amain() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     try:
         await node.start()
     except Exception as exc:
