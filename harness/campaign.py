@@ -18,9 +18,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InputError
 from harness.faults.live import LiveInjector
 from harness.plans.journal import JOURNAL_NAME, heal_from_journal, open_faults
+from harness.plans.loader import PLANS_DIR, found_plan_files, plans_in
 from harness.plans.schema import Plan
 from harness.runner import RunOutcome, run_plan, settle
 from harness.topology import registry
@@ -30,7 +31,34 @@ from harness.topology.signals import terminate_gracefully
 
 log = logging.getLogger("ha-chaos.campaign")
 console = Console(stderr=False, highlight=False)
-CURATED_DIR = Path(__file__).resolve().parents[1] / "fault_plans"
+CURATED_DIR = PLANS_DIR
+
+
+def check_bugs(value: str | None) -> str:
+    """Validate a ``--bugs`` comma list before anything is set up; returns it normalised (sorted, no blanks).
+
+    Why here and not only in the nodes: an unknown switch makes every node exit at start, which the harness
+    would only see as a health timeout minutes later."""
+    from harness.sut.common.bugs import KNOWN_BUGS, parse_bugs
+
+    try:
+        return ",".join(sorted(parse_bugs(value)))
+    except ValueError:
+        import difflib
+
+        names = {b.strip() for b in (value or "").split(",") if b.strip()}
+        unknown = []
+        for name in sorted(names - KNOWN_BUGS):
+            close = difflib.get_close_matches(name, sorted(KNOWN_BUGS), n=1, cutoff=0.6)
+            unknown.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise InputError(f"unknown bug switch(es): {', '.join(unknown)}",
+                         f"--bugs takes a comma list of: {', '.join(sorted(KNOWN_BUGS))}") from None
+
+
+def default_plan_files() -> list[Path]:
+    """What ``ha-chaos run`` runs without arguments: the kept failing plans of ``fault_plans/found/`` first
+    (regressions, as FoundationDB and Jepsen users re-run failing seeds first), then the curated plans."""
+    return [*found_plan_files(), *plans_in(CURATED_DIR)]
 
 
 def generate_plans(n: int, seed: int, *, max_steps: int = 3) -> list[Plan]:
@@ -61,6 +89,9 @@ class Campaign:
     seed: int = 0
     keep: bool = False
     outcomes: list[RunOutcome] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.bugs = check_bugs(self.bugs)
 
     @contextmanager
     def topology(self) -> Iterator[Topology]:

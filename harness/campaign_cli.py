@@ -5,24 +5,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.campaign import CURATED_DIR, Campaign, console, generate_plans, heal_runs, runner_for
+from harness.campaign import Campaign, console, default_plan_files, generate_plans, heal_runs, runner_for
 from harness.errors import InputError
-from harness.plans.loader import load_plan, save_found
+from harness.plans.loader import FOUND_DIR, found_plan_files, load_plan, plan_files, plans_in, save_found
 from harness.plans.schema import Plan
 from harness.plans.shrink import replay, shrink
 
 
 def _load(paths: list[str]) -> list[Plan]:
-    files: list[Path] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            files += sorted(path.glob("*.yaml"))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise InputError(f"plan file {p} does not exist", "pass a plan file or a directory of plans")
-    return [load_plan(f) for f in files]
+    return [load_plan(f) for f in plan_files(paths)]
+
+
+def _load_one(arg: str, command: str) -> Plan:
+    """``replay``/``shrink`` take exactly one plan: a file, or a directory holding exactly one plan file."""
+    path = Path(arg)
+    if path.is_dir():
+        files = plans_in(path)
+        if len(files) != 1:
+            held = (f"holds {len(files)}: " + ", ".join(f.name for f in files[:5])) if files else "holds no plan file"
+            raise InputError(f"{command} takes one plan; directory {path} {held}",
+                             f"pass one plan file, e.g. `ha-chaos {command} {files[0] if files else 'PLAN.yaml'}`")
+        return load_plan(files[0])
+    return _load([arg])[0]
+
+
+def _at_least_one(**options: int) -> None:
+    for name, value in options.items():
+        if value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must be at least 1, got {value}", f"pass {flag} 1 or more")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -34,7 +45,15 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    plans = _load(args.plans or [str(CURATED_DIR)])
+    if args.generate < 0:
+        raise InputError(f"--generate must not be negative, got {args.generate}", "pass --generate 0 or more")
+    if args.plans:
+        plans = _load(args.plans)
+    else:
+        found = found_plan_files()
+        plans = [load_plan(f) for f in default_plan_files()]
+        if found:
+            console.print(f"{len(found)} kept failing plan(s) from {FOUND_DIR} run first")
     if args.generate:
         plans += generate_plans(args.generate, args.seed)
     if not plans:
@@ -52,7 +71,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    plan = _load([args.plan])[0]
+    _at_least_one(times=args.times)
+    plan = _load_one(args.plan, "replay")
     _prepare(args)
     campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep)
     with campaign.topology() as topo:
@@ -66,7 +86,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _shrink(args: argparse.Namespace) -> int:
-    plan = _load([args.plan])[0]
+    _at_least_one(times=args.times, max_runs=args.max_runs)
+    plan = _load_one(args.plan, "shrink")
     _prepare(args)
     campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep)
     with campaign.topology() as topo:
@@ -96,10 +117,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="the main job: set up, start the topology, run the chaos campaign, report",
-                       description="Runs the curated plans in fault_plans/ (or the given ones) plus N generated "
+                       description="Runs the kept failing plans in fault_plans/found/ first, then the curated "
+                                   "plans in fault_plans/ (or the given ones instead), plus N generated "
                                    "ones on one reference topology, prints a summary and the report paths. "
                                    "Exit 0 all passed, 1 an invariant failed, 2 unknown, 3+ harness error.")
-    p.add_argument("plans", nargs="*", help="plan files or directories (default: fault_plans/)")
+    p.add_argument("plans", nargs="*",
+                   help="plan files or directories (default: fault_plans/found/, then fault_plans/)")
     p.add_argument("--generate", type=int, default=0, metavar="N", help="also run N Hypothesis-generated plans")
     p.add_argument("--seed", type=int, default=0, help="seed for generated plans and the fault proxy")
     _common(p)

@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _validate_common(args: argparse.Namespace) -> None:
+    """Options several commands share, checked before any command sets up anything: ``--bugs`` (run, replay,
+    shrink, up) must name known switches, or every node would crash-loop into a health timeout minutes later."""
+    if getattr(args, "bugs", None):
+        from harness.campaign import check_bugs
+
+        args.bugs = check_bugs(args.bugs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -61,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _validate_common(args)
         return int(args.func(args) or 0)
     except HarnessError as exc:
         print(exc.render(), file=sys.stderr)

@@ -4,6 +4,9 @@ Options (group ``ha-chaos``): ``--chaos-plan``, ``--chaos-seed``, ``--chaos-runs
 ``--chaos-budget`` (``ci`` | ``nightly``: the Hypothesis profile and how many curated plans run),
 ``--chaos-profile``, ``--chaos-no-setup``.
 
+The seed of the generated plans (``--chaos-seed``; under ``nightly`` without it a fresh one, under ``ci`` none:
+derandomized) is printed in the header and the summary, and handed to test modules as ``plan_seed()``.
+
 Fixtures:
 - ``machine`` (session): runs ``ha-chaos setup`` once (Docker daemon, compose v2 plugin, images), so ``pytest``
   alone prepares a fresh machine. Every Docker-using fixture depends on it.
@@ -12,14 +15,18 @@ Fixtures:
 - ``topology_factory`` (function): ``topology_factory(profile="full", bugs="no_fencing")`` starts a dedicated
   topology for one test and removes it after the test.
 - ``chaos_run`` (function): ``chaos_run(plan, topology=None) -> RunOutcome`` runs a plan (a Plan, a path or a
-  curated plan name) on a settled topology and writes its run directory; the report path and replay command
-  are attached to the test's JUnit properties and printed in the terminal summary.
-- ``curated_plans`` (session): the curated plans the budget selects.
+  curated plan name) on a settled topology and writes its run directory; verdict, report path and replay command
+  (with ``--bugs`` when the run had bug switches), and for a failed run ``chaos_failed`` (the failed invariant
+  ids) and ``chaos_witness`` (the first witness), are JUnit properties; the summary line is printed at the end.
+  Bug switches given to it or to ``topology_factory`` are checked before anything starts.
+- ``curated_plans`` (session): the plans the budget selects (``budget_plan_files``): ``ci`` a few curated ones,
+  ``nightly`` the kept failing plans of ``fault_plans/found/`` first, then every curated plan.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +42,18 @@ if TYPE_CHECKING:
 
 _failed_key = pytest.StashKey[bool]()
 _reports_key = pytest.StashKey[list[str]]()
+_seed_key = pytest.StashKey["int | None"]()
 #: curated plans the ``ci`` budget runs (short, and together they cross DB, process and proxy faults)
 CI_PLANS = ("kill-active-participant", "active-db-blackhole", "sequencer-killed")
+#: where pytest_configure leaves the generated-plan seed for test modules (their decorators run at import)
+SEED_ENV = "HA_CHAOS_PLAN_SEED"
+#: pyproject's per-test ``timeout``, and the most one live generated example may take: settle (each wait up to
+#: 120 s; ~10 s usually), the plan (warmup <= 5 s, two steps at <= 10 s or after a condition of <= 60 s, each
+#: lasting <= 10 s, quiet period <= 30 s), then logs, evidence and checks
+TEST_TIMEOUT_S = 900.0
+EXAMPLE_BOUND_S = 300.0
+#: on top of the examples: the session topology may start inside the test (~30 s), plus Hypothesis's own work
+MARGIN_S = 300.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,6 +83,42 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HA_CHAOS_BUDGET"] = budget  # read by tests whose decorators are evaluated at import
     load_profile(budget)
     config.stash[_reports_key] = []
+    seed = _resolve_seed(config.getoption("--chaos-seed"), budget)
+    config.stash[_seed_key] = seed
+    if seed is None:
+        os.environ.pop(SEED_ENV, None)
+    else:
+        os.environ[SEED_ENV] = str(seed)
+
+
+def _resolve_seed(given: int | None, budget: str) -> int | None:
+    """``--chaos-seed`` wins; ``nightly`` without it draws a fresh seed (printed, so a failure reproduces with
+    ``--chaos-seed``); ``ci`` without it has none: its generated plans are derandomized (the same every run)."""
+    if given is not None:
+        return given
+    return random.SystemRandom().randrange(2**32) if budget == "nightly" else None
+
+
+def plan_seed() -> int | None:
+    """The seed of this session's generated plans (None: derandomized), for test modules at import."""
+    value = os.environ.get(SEED_ENV)
+    return int(value) if value else None
+
+
+def seed_line(seed: int | None) -> str:
+    if seed is None:
+        return "ha-chaos generated plans: derandomized (the same plans every run; --chaos-seed S draws others)"
+    return f"ha-chaos generated plans: seed {seed} (reproduce with --chaos-seed {seed})"
+
+
+def generated_timeout_s(examples: int) -> float:
+    """pytest-timeout bound for one test that runs ``examples`` live Hypothesis examples (pyproject's 900 s
+    is per test, and the nightly budget runs hundreds of examples in one test)."""
+    return max(TEST_TIMEOUT_S, examples * EXAMPLE_BOUND_S + MARGIN_S)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"{seed_line(config.stash.get(_seed_key, None))}; budget {config.getoption('--chaos-budget')}"
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -76,14 +129,22 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     timing-sensitive reference-node tests miss deadlines.
     """
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, int]:
         if item.get_closest_marker("unit"):
-            return 0
+            return 0, 0
         if item.get_closest_marker("chaos"):
-            return 3
-        return 2 if "topology" in getattr(item, "fixturenames", ()) else 1
+            return 3, 0 if _runs_found_plan(item) else 1  # kept failing plans first, as regressions
+        return (2 if "topology" in getattr(item, "fixturenames", ()) else 1), 0
 
     items.sort(key=rank)
+
+
+def _runs_found_plan(item: pytest.Item) -> bool:
+    from harness.plans.loader import FOUND_DIR
+
+    callspec = getattr(item, "callspec", None)
+    plan = callspec.params.get("curated_plan") if callspec is not None else None
+    return plan is not None and Path(plan).resolve().parent == FOUND_DIR
 
 
 @pytest.hookimpl(wrapper=True)
@@ -99,6 +160,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     lines = config.stash.get(_reports_key, [])
     if lines:
         terminalreporter.section("ha-chaos runs")
+        terminalreporter.write_line(seed_line(config.stash.get(_seed_key, None)))
         for line in lines:
             terminalreporter.write_line(line)
 
@@ -142,7 +204,7 @@ def topology(request: pytest.FixtureRequest, machine: None) -> Iterator[Topology
 
     with terminate_gracefully():
         topo = _start(Topology(request.config.getoption("--chaos-profile"),
-                               seed=request.config.getoption("--chaos-seed") or 0))
+                               seed=request.config.stash.get(_seed_key, None) or 0))
         try:
             yield topo
         finally:
@@ -157,6 +219,8 @@ def topology_factory(request: pytest.FixtureRequest, machine: None) -> Iterator[
     started: list[Topology] = []
 
     def make(profile: str = "full", **kw: Any) -> Topology:
+        if kw.get("bugs"):
+            kw["bugs"] = _checked_bugs(kw["bugs"])
         topo = Topology(profile, **kw)
         started.append(topo)
         return _start(topo)
@@ -166,6 +230,16 @@ def topology_factory(request: pytest.FixtureRequest, machine: None) -> Iterator[
     finally:
         for topo in started:
             _teardown(request, topo, request.node.stash.get(_failed_key, False))
+
+
+def _checked_bugs(bugs: str) -> str:
+    """Bug switches validated before a topology starts (an unknown one would crash-loop every node)."""
+    from harness.campaign import check_bugs
+
+    try:
+        return check_bugs(bugs)
+    except HarnessError as exc:
+        pytest.fail(exc.render(), pytrace=False)
 
 
 def resolve_plan(plan: Plan | str | Path) -> Plan:
@@ -188,6 +262,7 @@ def chaos_run(request: pytest.FixtureRequest, record_property: Callable[[str, ob
     from harness.runner import run_plan, settle
 
     def run(plan: Plan | str | Path, topology: Topology | None = None, bugs: str = "") -> RunOutcome:
+        bugs = _checked_bugs(bugs) if bugs else ""
         topo = topology or request.getfixturevalue("topology")
         p = resolve_plan(plan)
         try:
@@ -195,17 +270,42 @@ def chaos_run(request: pytest.FixtureRequest, record_property: Callable[[str, ob
         except HarnessError as exc:
             pytest.fail(f"topology did not settle before {p.name}: {exc.render()}", pytrace=False)
         outcome = run_plan(p, topo, request.config.getoption("--chaos-runs-dir"), bugs=bugs)
-        report = outcome.run_dir / "report.html"
-        replay = f"ha-chaos replay {outcome.run_dir / 'plan.yaml'}" + (f" --bugs {bugs}" if bugs else "")
-        record_property("chaos_verdict", outcome.verdict)
-        record_property("chaos_report", str(report))
-        record_property("chaos_replay", replay)
-        request.config.stash[_reports_key].append(
-            f"{request.node.nodeid}: {p.name} -> {outcome.verdict} "
-            f"(failed: {', '.join(outcome.failed_invariants) or '-'}) report: {report} replay: {replay}")
+        request.config.stash[_reports_key].append(f"{request.node.nodeid}: {record_outcome(outcome, record_property)}")
         return outcome
 
     return run
+
+
+def replay_command(outcome: RunOutcome) -> str:
+    """The run directory's own replay command (with ``--bugs`` when the run had bug switches)."""
+    from harness.report.rundir import RunDir
+
+    return RunDir(outcome.run_dir).replay_command()
+
+
+def witness_line(outcome: RunOutcome) -> str:
+    """The first witness of the first failed invariant, on one line ("" if none)."""
+    for r in outcome.results:
+        if r.verdict == "fail" and r.witnesses:
+            w = r.witnesses[0]
+            note = f" <- {w['note']}" if w.get("note") else ""
+            return f"invariant {r.invariant}: t={w.get('t')} {w.get('process')} {w.get('type')} {w.get('f')}{note}"
+    return ""
+
+
+def record_outcome(outcome: RunOutcome, record_property: Callable[[str, object], None]) -> str:
+    """JUnit properties of a chaos run (verdict, report, replay; failed invariants and a witness when it failed);
+    returns the terminal-summary line."""
+    report = outcome.run_dir / "report.html"
+    replay = replay_command(outcome)
+    record_property("chaos_verdict", outcome.verdict)
+    record_property("chaos_report", str(report))
+    record_property("chaos_replay", replay)
+    failed = ",".join(outcome.failed_invariants)
+    if failed:
+        record_property("chaos_failed", failed)
+        record_property("chaos_witness", witness_line(outcome))
+    return f"{outcome.plan} -> {outcome.verdict} (failed: {failed or '-'}) report: {report} replay: {replay}"
 
 
 def describe(outcome: RunOutcome) -> str:
@@ -217,17 +317,27 @@ def describe(outcome: RunOutcome) -> str:
             if r.witnesses:
                 lines.append(f"      witness: {r.witnesses[0]}")
     lines.append(f"  report: {outcome.run_dir / 'report.html'}")
-    lines.append(f"  replay: ha-chaos replay {outcome.run_dir / 'plan.yaml'}")
+    lines.append(f"  replay: {replay_command(outcome)}")
     return "\n".join(lines)
+
+
+def budget_plan_files(config: pytest.Config) -> list[Path]:
+    """The plans the chaos tier runs: ``--chaos-plan`` files/directories; else ``nightly``: the kept failing
+    plans of fault_plans/found/ first, then every curated plan; ``ci``: a few curated plans (no found/ ones)."""
+    from harness.campaign import CURATED_DIR, default_plan_files
+    from harness.plans.loader import plan_files
+
+    given = config.getoption("--chaos-plan")
+    try:
+        if given:
+            return plan_files(given)
+    except HarnessError as exc:
+        raise pytest.UsageError(f"--chaos-plan: {exc.render()}") from None
+    if config.getoption("--chaos-budget") == "nightly":
+        return default_plan_files()
+    return [CURATED_DIR / f"{name}.yaml" for name in CI_PLANS]
 
 
 @pytest.fixture(scope="session")
 def curated_plans(request: pytest.FixtureRequest) -> list[Path]:
-    from harness.campaign import CURATED_DIR
-
-    given = request.config.getoption("--chaos-plan")
-    if given:
-        return [Path(p) for p in given]
-    if request.config.getoption("--chaos-budget") == "nightly":
-        return sorted(CURATED_DIR.glob("*.yaml"))
-    return [CURATED_DIR / f"{name}.yaml" for name in CI_PLANS]
+    return budget_plan_files(request.config)

@@ -14,53 +14,59 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.errors import InputError
-from harness.plans.loader import PlanError, load_plan
+from harness.plans.loader import PLANS_DIR, PlanError, load_plan, plan_files
 from harness.plans.schema import json_schema
 from harness.plans.timeline import nominal_timeline, render
-from harness.topology.model import model_for_profile
+from harness.topology.model import TopologyModel, model_for_profile
 
-DEFAULT_SCHEMA_PATH = Path("fault_plans/schema.json")
+#: the project's schema file, wherever the command is run from
+DEFAULT_SCHEMA_PATH = PLANS_DIR / "schema.json"
 
 
 def schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def _expand(paths: list[str]) -> list[str]:
-    """Directories stand for the plans they hold (``*.yaml``, ``*.yml``, ``*.json``, not recursive)."""
-    out: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(str(f) for ext in ("*.yaml", "*.yml", "*.json") for f in path.glob(ext)
-                           if f.name != "schema.json")
-            out += found or [p]
-        else:
-            out.append(p)
-    return out
+def _expand(path: str) -> list[str]:
+    """A file stands for itself (a missing one is reported by ``load_plan``, like any unreadable plan); a directory
+    for the plans it holds, by the loader's one rule for directories (``plan_files``)."""
+    return [str(f) for f in plan_files([path])] if Path(path).is_dir() else [path]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    bad = 0
     model = model_for_profile(args.profile)
-    args.files = _expand(args.files)
-    for f in args.files:
+    bad, files, bad_paths = 0, 0, 0
+    for arg in args.files:
         try:
-            plan = load_plan(f, model)
-        except PlanError as exc:
-            bad += 1
-            for p in exc.problems:
-                print(p, file=sys.stderr)
-        except InputError as exc:
-            bad += 1
-            print(f"{f}: {exc.what}", file=sys.stderr)
-        else:
-            tl = nominal_timeline(plan)
-            print(f"ok {f}: {plan.name}, {len(plan.steps)} step(s), ~{tl.total:.0f} s")
-    if bad:
-        print(f"{bad} of {len(args.files)} plan(s) invalid", file=sys.stderr)
+            paths = _expand(arg)
+        except InputError as exc:  # a directory without a plan file
+            bad_paths += 1
+            print(exc.render(), file=sys.stderr)
+            continue
+        for f in paths:
+            files += 1
+            bad += not _validate_one(f, model)
+    if bad or bad_paths:
+        parts = [f"{bad} of {files} plan(s) invalid"] if bad else []
+        parts += [f"{bad_paths} path(s) held no plan file"] if bad_paths else []
+        print("; ".join(parts), file=sys.stderr)
         return InputError.exit_code
     return 0
+
+
+def _validate_one(f: str, model: TopologyModel) -> bool:
+    try:
+        plan = load_plan(f, model)
+    except PlanError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return False
+    except InputError as exc:
+        print(f"{f}: {exc.what}", file=sys.stderr)
+        return False
+    tl = nominal_timeline(plan)
+    print(f"ok {f}: {plan.name}, {len(plan.steps)} step(s), ~{tl.total:.0f} s")
+    return True
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -69,15 +75,39 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_schema_file(path: Path) -> str:
+    """The text of a schema file to compare, ``""`` if it does not exist; unreadable input is an InputError."""
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a schema file", f"pass a file, e.g. {DEFAULT_SCHEMA_PATH}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text: not a JSON Schema file",
+                         f"pass the plan schema file, e.g. {DEFAULT_SCHEMA_PATH}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}", "check the path") from None
+
+
+def _write_schema_file(path: Path, text: str) -> None:
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: directory {path.parent} does not exist",
+                         "create the directory first, or pass a path in an existing one")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}", "pass a writable file path") from None
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     text = schema_text()
     if args.check:
-        current = Path(args.check).read_text(encoding="utf-8") if Path(args.check).exists() else ""
-        if current != text:
+        if _read_schema_file(Path(args.check)) != text:
             raise InputError(f"{args.check} is out of date", "run: ha-chaos plan schema --write " + args.check)
         print(f"{args.check} is current")
     elif args.write:
-        Path(args.write).write_text(text, encoding="utf-8")
+        _write_schema_file(Path(args.write), text)
         print(f"wrote {args.write}")
     else:
         sys.stdout.write(text)

@@ -27,6 +27,10 @@ from harness.topology.model import TopologyModel, reference_model
 MAX_BYTES = 1 << 20
 MAX_NODES = 50_000
 MAX_FLOW_DEPTH = 64
+#: the project's plan directories (not the caller's working directory): curated plans, and failing plans kept
+PLANS_DIR = Path(__file__).resolve().parents[2] / "fault_plans"
+FOUND_DIR = PLANS_DIR / "found"
+PLAN_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @dataclass(frozen=True)
@@ -295,8 +299,10 @@ def save_plan(plan: Plan, path: str | Path) -> Path:
     return p
 
 
-def save_found(plan: Plan, directory: str | Path = "fault_plans/found") -> Path:
-    """Keep a failing plan as a regression: ``<dir>/<short-hash>.yaml``; the same plan always lands on one file."""
+def save_found(plan: Plan, directory: str | Path = FOUND_DIR) -> Path:
+    """Keep a failing plan as run (not minimised: ``ha-chaos shrink`` does that) in the project's
+    ``fault_plans/found/<short-hash>.yaml``; the same plan always lands on one file. ``ha-chaos run`` and the
+    nightly chaos tier run these first."""
     text = dump_plan(plan)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
     path = Path(directory) / f"{digest}.yaml"
@@ -304,3 +310,37 @@ def save_found(plan: Plan, directory: str | Path = "fault_plans/found") -> Path:
     if not path.exists():
         path.write_text(text, encoding="utf-8")
     return path
+
+
+def plans_in(directory: str | Path) -> list[Path]:
+    """The plan files a directory holds: ``*.yaml``, ``*.yml``, ``*.json`` except ``schema.json``, sorted, not
+    recursive (so ``fault_plans/`` does not include ``fault_plans/found/``). ``[]`` when there is none."""
+    d = Path(directory)
+    try:
+        entries = list(d.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot read directory {d}: {exc.strerror or exc}", "check the path") from None
+    return sorted(f for f in entries if f.suffix in PLAN_SUFFIXES and f.name != "schema.json" and f.is_file())
+
+
+def plan_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Plan files for the given files and directories - the one rule every command uses for directories. A
+    directory without a plan file or a path that does not exist is an ``InputError``."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = plans_in(p)
+            if not found:
+                kinds = ", ".join("*" + x for x in PLAN_SUFFIXES)
+                raise InputError(f"no plan files in {p}", f"pass plan files, or a directory holding {kinds}")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError(f"plan file {p} does not exist", "pass a plan file or a directory of plans")
+    return out
+
+
+def found_plan_files() -> list[Path]:
+    """The failing plans kept in ``fault_plans/found/`` (re-run first as regressions); ``[]`` if none."""
+    return plans_in(FOUND_DIR) if FOUND_DIR.is_dir() else []

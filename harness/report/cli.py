@@ -1,17 +1,27 @@
 """``ha-chaos check RUN_DIR`` and ``ha-chaos report RUN_DIR``: offline re-analysis and re-rendering.
 
 Exit codes follow the verdict (0 pass, 1 fail, 2 unknown); a missing or garbled run directory is a
-``HarnessError`` (3+), reported on one line by the front door.
+``HarnessError`` (3+), reported on one line by the front door. Why the checkers' exceptions are caught here: a
+stored history can be edited or damaged by hand (an ``expect`` marker with a string bound, a ``failover`` that
+is not a list); the checkers treat their input as the harness wrote it, so odd values surface as Python
+exceptions, which this command turns into one line naming the run directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 from harness.checkers import CheckContext, CheckResult
-from harness.errors import InputError
+from harness.checkers.model import VERDICT_RANK
+from harness.errors import HarnessError, InputError
 from harness.report import EXIT_CODES, check_run, render_run
 from harness.report.rundir import RunDir
+
+#: what a checker raises on values the history contract does not allow
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError)
+Judged = tuple[str, list[CheckResult]]
 
 
 def _summary(rd: RunDir, verdict: str, results: list[CheckResult]) -> None:
@@ -23,21 +33,54 @@ def _summary(rd: RunDir, verdict: str, results: list[CheckResult]) -> None:
     print(f"replay:  {rd.replay_command()}")
 
 
+def _seconds_option(name: str, value: float | None, *, allow_zero: bool) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        need = "a finite number of seconds, 0 or more" if allow_zero else "a finite number of seconds above 0"
+        example = "0" if allow_zero else "25"
+        raise InputError(f"{name} must be {need}, got {value:g}", f"pass e.g. {name} {example}")
+
+
+def _judge(rd: RunDir, what: Callable[[], Judged]) -> Judged:
+    """Run the checkers (or the re-rendering); an exception of theirs means the history breaks its contract."""
+    try:
+        return what()
+    except MALFORMED as exc:
+        raise HarnessError(f"the history of {rd.path} is malformed: {type(exc).__name__}: {exc}",
+                           "fix the offending event against docs/history.md (expect marker, phases, nemesis "
+                           "events), or re-run the plan") from exc
+
+
+def _check_results_file(rd: RunDir) -> None:
+    """``report`` re-renders from results.json: every verdict in it must be one the harness writes."""
+    doc = rd.read_json(rd.results_path)
+    if doc is None:
+        return  # render_run says it is missing, with its fix
+    rows = doc.get("results")
+    verdicts = [doc["verdict"]] if "verdict" in doc else []
+    verdicts += [r.get("verdict") for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    known = set(VERDICT_RANK)
+    bad = sorted({repr(v) for v in verdicts if v not in known})
+    if bad:
+        raise HarnessError(f"{rd.results_path} has unknown verdict(s) {', '.join(bad)} (known: "
+                           f"{', '.join(sorted(known))})", f"run `ha-chaos check {rd.path}` to rewrite it")
+
+
 def _check(args: argparse.Namespace) -> int:
-    if args.recovery_bound is not None and args.recovery_bound <= 0:
-        raise InputError(f"--recovery-bound must be positive, got {args.recovery_bound}")
+    _seconds_option("--recovery-bound", args.recovery_bound, allow_zero=False)
+    _seconds_option("--completion-grace", args.completion_grace, allow_zero=True)
     rd = RunDir.open(args.run_dir)
-    if args.completion_grace < 0:
-        raise InputError(f"--completion-grace must not be negative, got {args.completion_grace}")
     ctx = CheckContext(recovery_bound_s=args.recovery_bound, completion_grace_s=args.completion_grace)
-    verdict, results = check_run(rd, ctx=ctx)
+    verdict, results = _judge(rd, lambda: check_run(rd, ctx=ctx))
     _summary(rd, verdict, results)
     return EXIT_CODES[verdict]
 
 
 def _report(args: argparse.Namespace) -> int:
     rd = RunDir.open(args.run_dir)
-    verdict, results = render_run(rd)
+    _check_results_file(rd)
+    verdict, results = _judge(rd, lambda: render_run(rd))
     _summary(rd, verdict, results)
     return EXIT_CODES[verdict]
 

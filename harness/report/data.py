@@ -14,6 +14,8 @@ from typing import Any
 
 from harness.checkers.common import node_of
 from harness.checkers.index import HistoryIndex
+from harness.errors import HarnessError
+from harness.report.rundir import MAX_SPAN_S
 
 OUTCOMES = ("ok", "fail", "info")
 
@@ -56,9 +58,17 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[k]
 
 
+def _seconds(t_end: float) -> int:
+    """Length of the per-second series: bounded, so a garbled ``t`` cannot allocate without limit."""
+    if not t_end <= MAX_SPAN_S:  # also NaN
+        raise HarnessError(f"malformed history: it reaches t={t_end:g} s, beyond the {MAX_SPAN_S / 86400:g}-day "
+                           "limit of a run", "the history is damaged: fix or remove that event, or re-run the plan")
+    return math.floor(t_end) + 1
+
+
 def build_data(idx: HistoryIndex) -> ReportData:
     t_end = max(idx.t_end, 1e-9)
-    n_sec = math.floor(t_end) + 1
+    n_sec = _seconds(t_end)
     d = ReportData(t_end=t_end)
     series = {k: [0] * n_sec for k in ("submit ok", "submit fail", "submit info", "completion OK")}
     invoked: dict[Any, float] = {}
@@ -70,11 +80,11 @@ def build_data(idx: HistoryIndex) -> ReportData:
         kind = op.type
         t1 = out.t if out is not None else t_end
         clients[inv.process].append((inv.t, t1, kind))
-        series[f"submit {kind}"][min(n_sec - 1, int(t1))] += 1
+        series[f"submit {kind}"][_sec(t1, n_sec)] += 1
     lat: list[list[float]] = [[] for _ in range(n_sec)]
     for ev in idx.completions:
         status = ev.value.get("status")
-        sec = min(n_sec - 1, int(ev.t))
+        sec = _sec(ev.t, n_sec)
         if status == "OK":
             series["completion OK"][sec] += 1
         if status in ("OK", "DUPLICATE_COMMAND"):
@@ -97,6 +107,10 @@ def build_data(idx: HistoryIndex) -> ReportData:
     d.counts = {"events": len(idx.events), "submits": len(idx.submits), "completions": len(idx.completions),
                 "health samples": len(idx.health)}
     return d
+
+
+def _sec(t: float, n_sec: int) -> int:
+    return max(0, min(n_sec - 1, int(t)))
 
 
 def _roles(idx: HistoryIndex, t_end: float) -> dict[str, list[RoleSegment]]:

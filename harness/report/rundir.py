@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import re
 import sys
@@ -141,10 +142,24 @@ class RunDir:
     def log_path(self, container: str) -> Path:
         return self.logs_dir / f"{_SAFE_NAME.sub('-', container)}.log"
 
+    def bugs(self) -> str:
+        """The bug switches the run's topology had (``topology.json`` "bugs"), as a comma list; "" if none."""
+        info = self.read_json(self.topology_path) if self.topology_path.exists() else None
+        value = (info or {}).get("bugs") or ""
+        if isinstance(value, list) and all(isinstance(b, str) for b in value):
+            value = ",".join(value)
+        if not isinstance(value, str):
+            raise HarnessError(f"{self.topology_path}: \"bugs\" is a {type(value).__name__}, not a comma list",
+                               "fix or remove the \"bugs\" field (the switches the run's nodes had)")
+        return ",".join(b.strip() for b in value.split(",") if b.strip())
+
     def replay_command(self) -> str:
+        """The command that re-runs this plan, on nodes with the same bug switches as the run's
+        (results.json, junit.xml, report.html and the pytest plugin all print this one)."""
         import shlex
 
-        return f"ha-chaos replay {shlex.quote(str(self.plan_path))}"
+        bugs = self.bugs()
+        return f"ha-chaos replay {shlex.quote(str(self.plan_path))}" + (f" --bugs {shlex.quote(bugs)}" if bugs else "")
 
     # --- writing -----------------------------------------------------------------------------------------
     def write_plan(self, text: str) -> None:
@@ -156,13 +171,15 @@ class RunDir:
     # --- reading -----------------------------------------------------------------------------------------
     def read_history(self) -> list[Event]:
         try:
-            return load_history(self.history_path)
+            events = load_history(self.history_path)
         except (ValueError, TypeError) as exc:
             raise HarnessError(f"garbled history: {exc}", "the run directory is damaged; re-run the plan") from exc
         except OSError as exc:
             raise HarnessError(f"cannot read {self.history_path}: {exc.strerror or exc}") from exc
         except UnicodeDecodeError as exc:
             raise HarnessError(f"{self.history_path} is not UTF-8 text: {exc.reason}") from exc
+        check_span(events, self.history_path)
+        return events
 
     def read_plan_text(self) -> str | None:
         try:
@@ -177,11 +194,16 @@ class RunDir:
         except FileNotFoundError:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HarnessError(f"{path} is not valid JSON: {exc}",
-                               f"run `ha-chaos check {self.path}` to rewrite it") from exc
+            raise HarnessError(f"{path} is not valid JSON: {exc}", self._json_fix(path)) from exc
         if not isinstance(data, dict):
-            raise HarnessError(f"{path} does not hold a JSON object")
+            raise HarnessError(f"{path} does not hold a JSON object (it holds a {type(data).__name__})",
+                               self._json_fix(path))
         return data
+
+    def _json_fix(self, path: Path) -> str:
+        if path.name == RESULTS:
+            return f"run `ha-chaos check {self.path}` to rewrite it"
+        return f"restore {path.name} from the original run, or remove it"
 
     def containers_with_logs(self) -> list[str]:
         if not self.logs_dir.is_dir():
@@ -231,6 +253,23 @@ def wall_offset(events: list[Event]) -> float | None:
 
 
 _CHUNK_BYTES = 8_000_000
+#: no run of this harness lasts a week: a history whose ``t`` goes beyond is garbled (the report's per-second
+#: series would need an element per second of it)
+MAX_SPAN_S = 7 * 24 * 3600.0
+
+
+def check_span(events: list[Event], source: Path | str = HISTORY) -> None:
+    """Refuse a history whose times reach beyond ``MAX_SPAN_S`` either side of 0 (``t`` counts from the run's
+    start); a HarnessError naming the event."""
+    if not events:
+        return
+    lo = min(events, key=lambda e: e.t)
+    hi = max(events, key=lambda e: e.t)
+    for ev in (hi, lo):
+        if abs(ev.t) > MAX_SPAN_S:
+            raise HarnessError(f"{source}: malformed history: event {ev.process} {ev.type} {ev.f} at t={ev.t:g} s, "
+                               f"beyond the {MAX_SPAN_S / 86400:g}-day limit of a run",
+                               "the history is damaged: fix or remove that line, or re-run the plan")
 
 
 def _event(d: Any) -> Event:
@@ -240,7 +279,10 @@ def _event(d: Any) -> Event:
         raise TypeError(f"value is a {type(value).__name__}, not an object")
     if d["type"] not in ("invoke", "ok", "fail", "info"):
         raise ValueError(f"unknown event type {d['type']!r}")
-    return Event(t=float(d["t"]), process=intern(str(d["process"])), type=intern(str(d["type"])),  # type: ignore[arg-type]
+    t = float(d["t"])
+    if not math.isfinite(t):
+        raise ValueError(f"t is {d['t']!r}, not a finite number")
+    return Event(t=t, process=intern(str(d["process"])), type=intern(str(d["type"])),  # type: ignore[arg-type]
                  f=intern(str(d["f"])), value=value, wall=d.get("wall", ""))
 
 
