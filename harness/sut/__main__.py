@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 
@@ -18,12 +19,27 @@ from harness.sut.common.config import config_from_env
 from harness.sut.common.log import log, set_context
 
 
+def _await_chain(coro: object, limit: int = 30) -> list[str]:
+    """Where a suspended coroutine waits: its frame, then what it awaits (``cr_await``/``ag_await``), inward."""
+    out: list[str] = []
+    while coro is not None and len(out) < limit:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            out.append(f"{frame.f_code.co_filename.rsplit('/', 3)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+        nxt = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if nxt is None and out:
+            out.append(f"awaits {type(coro).__name__}" if frame is None else "")
+        coro = nxt
+    return [x for x in out if x]
+
+
 def dump_tasks() -> None:
-    """SIGUSR1: log every asyncio task with its stack (where a stuck transition or loop is waiting)."""
+    """SIGUSR1: log every asyncio task with the chain of awaits it is suspended in (where a stuck transition or
+    loop waits)."""
     for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=12)
-        log("task_dump", task=task.get_name(), coro=getattr(task.get_coro(), "__qualname__", repr(task.get_coro())),
-            stack=[f"{f.f_code.co_filename.rsplit('/', 3)[-1]}:{f.f_lineno} {f.f_code.co_name}" for f in frames])
+        coro = task.get_coro()
+        log("task_dump", task=task.get_name(), coro=getattr(coro, "__qualname__", repr(coro)),
+            stack=_await_chain(coro))
 
 
 def build_node(cfg):  # type: ignore[no-untyped-def]
@@ -61,6 +77,12 @@ async def amain() -> int:
     except Exception as exc:
         log("stop_failed", level="warning", error=repr(exc))
     log("exiting", code=code)
+    if code:
+        # A fatal error or failed transition: leave now. A task stuck in a swallowed cancellation (the reason
+        # transitions are bounded) would otherwise hang the interpreter's shutdown, which waits for every task,
+        # and the supervisor would never restart the process.
+        sys.stdout.flush()
+        os._exit(code)
     return code
 
 

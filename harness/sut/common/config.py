@@ -46,6 +46,7 @@ class Timers:
     max_sequencing: float = 20.0        # submission's max-sequencing-time = now + this
     decision_timeout: float = 30.0      # request ts + this -> LOCAL_VERDICT_TIMEOUT at participants
     tick: float = 0.5                   # participant asks for a time proof when a deadline passed
+    transition_timeout: float = 30.0    # a passive transition not done by then has failed: the process exits
 
 
 _TIMER_ENV = {f: "HA_" + f.upper() for f in Timers.__dataclass_fields__}

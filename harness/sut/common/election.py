@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -61,15 +62,61 @@ class RoleHooks:
     to_passive: Callable[[], Awaitable[None]]
 
 
+async def finish_within(coro: Awaitable[Any], timeout: float) -> bool:
+    """Run ``coro`` for at most ``timeout`` s; False if it had to be abandoned (cancelled, not awaited).
+
+    Not ``asyncio.wait_for``: after its timeout that waits for the cancelled work to end, and work that swallows
+    the cancellation - asyncpg releasing a connection whose cancel request cannot cross a blackholed link waits
+    for it without a bound - would hang the caller there for good. Here the caller goes on; the abandoned task
+    ends whenever its connection does (the writer's pool is terminated right after)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task not in done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())   # its end is nobody's business
+        return False
+    task.result()
+    return True
+
+
+class TransitionFailed(Exception):
+    """A role transition that did not complete: the model's answer is to exit and let the supervisor restart."""
+
+
+class _PoolGuard:
+    """Every connection a writer pool opened, and whether the writer is closed.
+
+    Why: ``Pool.terminate`` drops the connections the pool holds, but a connection being opened at that moment
+    (an acquire or the pool's min-size upkeep, stalled on a blackholed link) completes afterwards, runs ``init``
+    (taking the writers lock shared) and is never closed: seen live, such an orphan blocked every later
+    activation of the pair in "waiting for old writers". ``init`` refuses to lock on a closed writer's pool and
+    ``close`` terminates whatever the pool ever handed out."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.conns: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in list(self.conns):
+            if not conn.is_closed():
+                conn.terminate()
+
+
 class Writer:
     """The active replica's fenced write path: a pool whose connections each hold the writers lock (shared)."""
 
-    def __init__(self, election: Election, pool: asyncpg.Pool, epoch: int) -> None:
+    def __init__(self, election: Election, pool: asyncpg.Pool, epoch: int, guard: _PoolGuard | None = None) -> None:
         self._election = election
         self.pool = pool
         self.epoch = epoch
         self.fenced = "no_fencing" not in election.cfg.bugs
         self.closed = False
+        self._guard = guard or _PoolGuard()
 
     def usable(self) -> bool:
         return not self.closed and self._election.writer is self
@@ -100,6 +147,7 @@ class Writer:
     async def close(self) -> None:
         self.closed = True
         self.pool.terminate()   # drop every write connection now: this is what releases the shared locks
+        self._guard.close()     # and any the pool was still opening
 
 
 class Election:
@@ -174,8 +222,10 @@ class Election:
                     if await self._acquire_writers():
                         await self._become_active()
                         reason = await self._active_loop()
-                    await self._become_passive(reason)
+                    # The lock goes first: the other replica may take the main lock at once (it still waits
+                    # for this replica's write connections, which the passive transition closes last).
                     await self._close_main()
+                    await self._become_passive(reason)
                     if self._passive_requested.is_set():
                         # the model's set_passive: the others get 2 x passive check period from the release on
                         self._passive_requested.clear()
@@ -188,14 +238,16 @@ class Election:
             except asyncio.CancelledError:
                 raise
             except PassiveInstance:
-                await self._become_passive("passive during transition")
                 await self._close_main()
+                await self._become_passive("passive during transition")
+            except TransitionFailed:
+                raise
             except Exception as exc:
                 if classify(exc, retry_non_transient="retry_non_transient" in self.cfg.bugs) == "fatal":
                     raise
                 self.storage.failed(exc)
-                await self._become_passive(f"db error: {exc!r}")
                 await self._close_main()
+                await self._become_passive(f"db error: {exc!r}")
                 delay = backoff.next()
                 log("lock_connection_failed", level="warning", error=repr(exc), retry_in=round(delay, 3),
                     grace=grace)
@@ -249,10 +301,17 @@ class Election:
     async def _open_writer(self) -> Writer:
         fenced = "no_fencing" not in self.cfg.bugs
         writers_id = self.writers_id
+        guard = _PoolGuard()
 
         async def init(conn: asyncpg.Connection) -> None:
+            if guard.closed:
+                raise PassiveInstance("writer closed")
+            guard.conns.add(conn)
             if fenced and not await conn.fetchval("select pg_try_advisory_lock_shared($1)", writers_id):
                 raise PassiveInstance("writers lock held exclusively by another replica")
+            if guard.closed:     # closed while the lock was being taken: close() may have missed this one
+                conn.terminate()
+                raise PassiveInstance("writer closed")
 
         async def keep_locks(conn: asyncpg.Connection) -> None:
             """asyncpg's default reset runs pg_advisory_unlock_all() on release: that would drop the fence."""
@@ -277,8 +336,9 @@ class Election:
                                 keep_going=lambda: main is not None and self.main is main and not main.is_closed())
         except BaseException:
             pool.terminate()
+            guard.close()
             raise
-        return Writer(self, pool, epoch)
+        return Writer(self, pool, epoch, guard)
 
     async def _become_active(self) -> None:
         async with self._transition:
@@ -304,15 +364,24 @@ class Election:
             self.role = "passive"
             self.transitions += 1
             log("became_passive", reason=reason, epoch=writer.epoch if writer else None)
-            await self.hooks.to_passive()
-            if writer is not None:
-                await self._end_epoch(writer)
-                await writer.close()
+            try:
+                await self._bounded(self.hooks.to_passive(), "to passive")
+            finally:
+                if writer is not None:
+                    await self._end_epoch(writer)
+                    await writer.close()
+
+    async def _bounded(self, coro: Awaitable[None], what: str) -> None:
+        """Run a transition step for at most ``transition_timeout``; past it the transition failed."""
+        timeout = self.cfg.timers.transition_timeout
+        if not await finish_within(coro, timeout):
+            log("transition_failed", level="error", what=what, timeout=timeout)
+            raise TransitionFailed(f"{what} did not finish within {timeout} s")
 
     async def _end_epoch(self, writer: Writer) -> None:
         """Best effort: record the epoch's end (it stays null if the DB is unreachable; last_write bounds it)."""
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.pool.execute(
+            await finish_within(writer.pool.execute(
                 f"update ha_epochs set end_us = {DB_NOW_US} where epoch = $1", writer.epoch), 1.0)
 
     async def set_passive(self) -> None:

@@ -44,10 +44,15 @@ class GroupCommit(Generic[T, R]):
         return await asyncio.shield(fut)
 
     async def _worker(self) -> None:
-        while True:
-            while not self._queue:
+        # The closed flag, not only the cancellation, ends a worker: a cancellation delivered while the batch is
+        # inside the DB driver can be swallowed there (seen live: asyncpg turned it into a connection error, the
+        # batch failed as "passive" and the worker went back to waiting), and ``close`` then waited forever.
+        while self._closed is None:
+            while not self._queue and self._closed is None:
                 self._wake.clear()
                 await self._wake.wait()
+            if self._closed is not None:
+                return
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max))]
             await self._run(batch)
 
@@ -78,6 +83,7 @@ class GroupCommit(Generic[T, R]):
     async def close(self, exc: BaseException) -> None:
         """Stop the workers; queued and running requests fail with ``exc``."""
         self._closed = exc
+        self._wake.set()
         for w in self._workers:
             w.cancel()
         with contextlib.suppress(asyncio.CancelledError):

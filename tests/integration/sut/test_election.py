@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import itertools
 import time
+from dataclasses import replace
 
 import pytest
-from sut_support import Forwarder, PgServer, http_status, node_config, wait_until
+from sut_support import TEST_TIMERS, Forwarder, PgServer, http_status, node_config, wait_until
 
+from harness.sut.common.election import TransitionFailed
 from harness.sut.participant.node import ParticipantNode
 
 pytestmark = pytest.mark.integration
@@ -156,5 +158,36 @@ def test_both_cut_from_db_both_passive_then_one_active(pg: PgServer) -> None:
             await wait_until(lambda: len(actives(*nodes)) == 1, 15, "one active after recovery")
             await watch_single_active(nodes, 3)
         finally:
+            await teardown(nodes, fw)
+    asyncio.run(main())
+
+
+def test_a_stuck_passive_transition_fails_and_the_other_replica_takes_over(pg: PgServer) -> None:
+    """A passive transition that does not finish (seen live: a cancellation swallowed by the DB driver on a
+    blackholed link) is a failed transition: the replica exits (the supervisor restarts it) instead of hanging
+    with its sessions, and the other replica takes over, because the lock and the write connections are
+    released anyway."""
+    async def main() -> None:
+        timers = replace(TEST_TIMERS, transition_timeout=2.0)
+        release = asyncio.Event()
+        _, nodes, fw = await pair(pg, timers=timers)
+        try:
+            await wait_until(lambda: len(actives(*nodes)) == 1, 10, "one active replica")
+            old = next(n for n in nodes if n.election.role == "active")
+            other = next(n for n in nodes if n is not old)
+
+            async def stuck() -> None:
+                with contextlib.suppress(asyncio.CancelledError):   # swallows the transition's cancellation
+                    await asyncio.sleep(3600)
+                await release.wait()
+            old.election.hooks.to_passive = stuck
+            t0 = time.monotonic()
+            await old.election.set_passive()
+            await wait_until(lambda: old.fatal is not None, 10, "the stuck transition failed")
+            assert isinstance(old.fatal, TransitionFailed), repr(old.fatal)
+            assert time.monotonic() - t0 < 2.0 + 3
+            await wait_until(lambda: other.election.role == "active", 15, "the other replica active")
+        finally:
+            release.set()
             await teardown(nodes, fw)
     asyncio.run(main())

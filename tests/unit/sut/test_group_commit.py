@@ -89,3 +89,29 @@ def test_shared_errors_fail_the_batch_and_close_fails_the_queue() -> None:
             await g.submit(8)
 
     asyncio.run(main())
+
+
+def test_close_ends_a_worker_whose_batch_swallowed_the_cancellation() -> None:
+    """A DB driver may turn a cancellation into an ordinary error (seen live with asyncpg on a blackholed link):
+    the batch then fails like any other and the worker must still stop, or ``close`` (the passive transition)
+    waits forever."""
+    async def main() -> None:
+        entered = asyncio.Event()
+
+        async def run(items: list[int]) -> list[int]:
+            entered.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise Passive("cancelled inside the driver") from None   # swallowed, as the driver did
+            return items
+
+        g: GroupCommit[int, int] = GroupCommit(run, workers=2, shared=(Passive,))
+        pending = asyncio.create_task(g.submit(1))
+        await entered.wait()
+        closing = asyncio.create_task(g.close(Passive("became passive")))
+        done, _ = await asyncio.wait({closing}, timeout=5)    # not wait_for: its cancel would end the workers
+        assert closing in done, "close() still waiting for a worker after 5 s"
+        with pytest.raises(Passive):
+            await pending
+    asyncio.run(main())

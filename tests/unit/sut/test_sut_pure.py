@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 import pytest
@@ -156,3 +157,30 @@ def test_bench_ledger_levels_and_rates_are_checked() -> None:
             _rates(bad)
     with pytest.raises(HarnessError, match="--concurrency"):
         _levels("0")
+
+
+# --- bounded transition steps -------------------------------------------------------------------------------
+def test_finish_within_abandons_work_that_swallows_its_cancellation() -> None:
+    from harness.sut.common.election import finish_within
+
+    async def stubborn() -> None:
+        while True:     # what asyncpg's release did when the cancel request could not cross a blackholed link
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    async def quick() -> int:
+        return 1
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        t0 = asyncio.get_running_loop().time()
+        assert await finish_within(stubborn(), 0.2) is False
+        assert asyncio.get_running_loop().time() - t0 < 2
+        assert await finish_within(quick(), 1) is True
+        with pytest.raises(RuntimeError):
+            await finish_within(broken(), 1)
+        for t in asyncio.all_tasks() - {asyncio.current_task()}:   # the abandoned task, stopped by force here
+            t.get_coro().close()
+    asyncio.run(main())
