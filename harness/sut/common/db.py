@@ -62,7 +62,8 @@ def classify(exc: BaseException, *, retry_non_transient: bool = False) -> Kind:
         return "transient"   # a connection left mid-protocol (e.g. by a server restart): drop it and retry
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and (
             "connection is closed" in str(exc) or "connection was closed" in str(exc)
-            or "another operation is in progress" in str(exc) or "pool is closing" in str(exc)):
+            or "another operation is in progress" in str(exc) or "pool is closing" in str(exc)
+            or "pool is closed" in str(exc)):
         return "transient"
     return "fatal"
 

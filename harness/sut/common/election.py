@@ -73,14 +73,18 @@ async def finish_within(coro: Awaitable[Any], timeout: float) -> bool:
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
-        task.cancel()
+        _abandon(task)
         raise
     if task not in done:
-        task.cancel()
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())   # its end is nobody's business
+        _abandon(task)
         return False
     task.result()
     return True
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())   # its end is nobody's business
 
 
 class TransitionFailed(Exception):
@@ -137,6 +141,8 @@ class Writer:
                         f"where epoch = $1", self.epoch, 0 if self.fenced else 1)
                     return result
             except (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError):
+                if not self.usable():      # the pool was terminated under this write: the replica is passive
+                    raise PassiveInstance(what) from None
                 await self.pool.expire_connections()   # reconnect (and re-take the shared lock) next time
                 raise
 
@@ -343,6 +349,11 @@ class Election:
     async def _become_active(self) -> None:
         async with self._transition:
             writer = await self._open_writer()
+            # The epoch start retries through outages while the lock connection only *looks* open; the server
+            # may have dropped it meanwhile and let the other replica in. Serve only if the lock is still ours.
+            if not await self._check():
+                await writer.close()
+                raise PassiveInstance("lost the main lock while becoming active")
             self.writer = writer
             self.role = "active"
             self.transitions += 1
@@ -364,12 +375,16 @@ class Election:
             self.role = "passive"
             self.transitions += 1
             log("became_passive", reason=reason, epoch=writer.epoch if writer else None)
-            try:
-                await self._bounded(self.hooks.to_passive(), "to passive")
-            finally:
-                if writer is not None:
+            if writer is not None:
+                # The write connections go before the node's services stop: nothing may write any more
+                # (``usable`` is already false), and asyncpg's release of a connection whose cancel request
+                # cannot cross a blackholed link waits without a bound until its pool is terminated - every
+                # service task stuck there would otherwise hold the transition up to its timeout.
+                try:
                     await self._end_epoch(writer)
+                finally:
                     await writer.close()
+            await self._bounded(self.hooks.to_passive(), "to passive")
 
     async def _bounded(self, coro: Awaitable[None], what: str) -> None:
         """Run a transition step for at most ``transition_timeout``; past it the transition failed."""

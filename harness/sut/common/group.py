@@ -66,8 +66,11 @@ class GroupCommit(Generic[T, R]):
             if len(batch) == 1 or isinstance(exc, self._shared):
                 self._fail(batch, exc)
             else:
-                for one in batch:
-                    await self._run([one])
+                try:
+                    for one in batch:
+                        await self._run([one])
+                finally:   # cancelled (closed) midway: the items not retried yet must not wait forever
+                    self._fail(batch, self._closed or RuntimeError("group commit cancelled"))
             return
         for (_, fut), res in zip(batch, results, strict=True):
             if not fut.done():

@@ -115,3 +115,34 @@ def test_close_ends_a_worker_whose_batch_swallowed_the_cancellation() -> None:
         with pytest.raises(Passive):
             await pending
     asyncio.run(main())
+
+
+def test_close_during_the_one_by_one_retry_of_a_failed_batch_resolves_every_item() -> None:
+    async def main() -> None:
+        calls: list[list[int]] = []
+        retrying = asyncio.Event()
+
+        async def run(items: list[int]) -> list[int]:
+            calls.append(items)
+            if len(items) > 1:
+                raise ValueError("one of them is bad")      # not shared: each item is retried alone
+            retrying.set()
+            await asyncio.sleep(3600)
+            return items
+
+        g: GroupCommit[int, int] = GroupCommit(run, workers=1, shared=(Passive,))
+        gate = asyncio.Event()
+
+        async def blocked_first(items: list[int]) -> list[int]:
+            await gate.wait()
+            return await run(items)
+        g._run_batch = blocked_first
+        futs = [asyncio.create_task(g.submit(i)) for i in range(3)]
+        await asyncio.sleep(0)
+        gate.set()
+        await retrying.wait()
+        await asyncio.wait_for(g.close(Passive("became passive")), 5)
+        done, pending = await asyncio.wait(futs, timeout=5)
+        assert not pending, "submits left waiting after close"
+        assert all(isinstance(f.exception(), Passive) for f in done)
+    asyncio.run(main())
