@@ -20,17 +20,17 @@ from harness.sut.common.log import log, set_context
 
 
 def _await_chain(coro: object, limit: int = 30) -> list[str]:
-    """Where a suspended coroutine waits: its frame, then what it awaits (``cr_await``/``ag_await``), inward."""
+    """Where a suspended coroutine waits: its frame, then what it awaits (``cr_await``/``ag_await``), inward,
+    down to the future at the bottom."""
     out: list[str] = []
     while coro is not None and len(out) < limit:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            out.append(f"{frame.f_code.co_filename.rsplit('/', 3)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
-        nxt = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or getattr(coro, "gi_yieldfrom", None)
-        if nxt is None and out:
-            out.append(f"awaits {type(coro).__name__}" if frame is None else "")
-        coro = nxt
-    return [x for x in out if x]
+        if frame is None:
+            out.append(f"awaits {type(coro).__name__}")
+            break
+        out.append(f"{frame.f_code.co_filename.rsplit('/', 3)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return out
 
 
 def dump_tasks() -> None:

@@ -209,13 +209,14 @@ def _levels(text: str) -> list[int]:
 
 
 def _rates(text: str) -> list[float]:
+    bad = HarnessError(f"--rate {text!r}: expected commands per second in (0, 10000], e.g. 100 or 50,100,150, "
+                       f"or an empty string for none")
     try:
         rates = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        rates = [-1.0]
+        raise bad from None
     if any(not 0 < r <= 10_000 for r in rates):
-        raise HarnessError(f"--rate {text!r}: expected commands per second in (0, 10000], e.g. 100 or 50,100,150, "
-                           f"or an empty string for none")
+        raise bad
     return rates
 
 

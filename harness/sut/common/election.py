@@ -114,13 +114,16 @@ class _PoolGuard:
 class Writer:
     """The active replica's fenced write path: a pool whose connections each hold the writers lock (shared)."""
 
-    def __init__(self, election: Election, pool: asyncpg.Pool, epoch: int, guard: _PoolGuard | None = None) -> None:
+    def __init__(self, election: Election, pool: asyncpg.Pool, epoch: int, guard: _PoolGuard) -> None:
         self._election = election
         self.pool = pool
         self.epoch = epoch
         self.fenced = "no_fencing" not in election.cfg.bugs
-        self.closed = False
-        self._guard = guard or _PoolGuard()
+        self._guard = guard     # closed with the writer; it knows every connection the pool opened
+
+    @property
+    def closed(self) -> bool:
+        return self._guard.closed
 
     def usable(self) -> bool:
         return not self.closed and self._election.writer is self
@@ -151,9 +154,8 @@ class Writer:
                            health=self._election.storage, keep_going=self.usable)
 
     async def close(self) -> None:
-        self.closed = True
+        self._guard.close()     # first: a connection the pool is still opening no longer takes the lock
         self.pool.terminate()   # drop every write connection now: this is what releases the shared locks
-        self._guard.close()     # and any the pool was still opening
 
 
 class Election:
@@ -228,8 +230,8 @@ class Election:
                     if await self._acquire_writers():
                         await self._become_active()
                         reason = await self._active_loop()
-                    # The lock goes first: the other replica may take the main lock at once (it still waits
-                    # for this replica's write connections, which the passive transition closes last).
+                    # The lock goes first: the other replica may take the main lock at once (it then still
+                    # waits for this replica's write connections, which the passive transition closes).
                     await self._close_main()
                     await self._become_passive(reason)
                     if self._passive_requested.is_set():
