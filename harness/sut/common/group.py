@@ -22,11 +22,12 @@ class GroupCommit(Generic[T, R]):
     """Runs ``run_batch(items) -> results`` (one result per item, same order) for queued items.
 
     If ``run_batch`` raises for a batch of several items, each item is retried on its own, so one bad request
-    cannot fail the others; the exception of a single-item batch (or one of ``shared``) goes to the callers.
+    cannot fail the others; the exception of a single-item batch (or one of ``shared``) goes to the callers. A
+    result that is an exception instance fails its item alone (``run_batch`` knows the others succeeded).
     """
 
-    def __init__(self, run_batch: Callable[[list[T]], Awaitable[list[R]]], *, workers: int = 2,
-                 max_batch: int = 200, shared: tuple[type[BaseException], ...] = ()) -> None:
+    def __init__(self, run_batch: Callable[[list[T]], Awaitable[list[R | BaseException]]], *,
+                 workers: int = 2, max_batch: int = 200, shared: tuple[type[BaseException], ...] = ()) -> None:
         self._run_batch = run_batch
         self._shared = shared   # exceptions that concern every item alike (e.g. the replica turned passive)
         self._max = max_batch
@@ -73,7 +74,12 @@ class GroupCommit(Generic[T, R]):
                     self._fail(batch, self._closed or RuntimeError("group commit cancelled"))
             return
         for (_, fut), res in zip(batch, results, strict=True):
-            if not fut.done():
+            if fut.done():
+                continue
+            if isinstance(res, BaseException):   # this item alone failed (the others of the batch did not)
+                fut.set_exception(res)
+                fut.exception()
+            else:
                 fut.set_result(res)
 
     @staticmethod

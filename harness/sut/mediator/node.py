@@ -13,7 +13,6 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from harness.sut.common.config import NodeConfig
@@ -133,16 +132,14 @@ class MediatorNode:
             for ev in batch:
                 self._on_event(ev, verdicts)
 
-            async def tx(conn: asyncpg.Connection, batch: list[dict[str, Any]] = batch,
-                         verdicts: list[tuple[str, str, int, str | None]] = verdicts) -> None:
-                last = batch[-1]
-                await conn.execute(   # one statement (one round trip): verdicts and the processed counter
-                    "with v as (insert into m_verdicts (request_id, verdict, ts) select r, v, $6 "
-                    "from unnest($1::text[], $2::text[]) as u(r, v) on conflict do nothing) "
-                    "update m_state set last_counter = $3, last_ts = $4, last_hash = $5 where id = 1",
-                    [v[0] for v in verdicts], [v[1] for v in verdicts], last["counter"], last["ts"],
-                    last["payload_hash"], batch[-1]["ts"])
-            await writer.write(tx, what="mediator_events")
+            last = batch[-1]
+            # one statement, its own transaction (one round trip): the verdicts and the processed counter
+            await writer.write_one(
+                "with v as (insert into m_verdicts (request_id, verdict, ts) select r, v, $6 "
+                "from unnest($1::text[], $2::text[]) as u(r, v) on conflict do nothing) "
+                "update m_state set last_counter = $3, last_ts = $4, last_hash = $5 where id = 1",
+                [v[0] for v in verdicts], [v[1] for v in verdicts], last["counter"], last["ts"],
+                last["payload_hash"], last["ts"], what="mediator_events")
             self.committed_ts = batch[-1]["ts"]
             for rid, verdict, deadline, reason in verdicts:
                 self._tasks.append(asyncio.create_task(self._send_verdict(rid, verdict, deadline, reason)))

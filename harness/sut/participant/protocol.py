@@ -146,6 +146,28 @@ def needs_expiry(ctx: Ctx, batch: list[dict[str, Any]]) -> bool:
     return False
 
 
+def requests_only(ctx: Ctx, batch: list[dict[str, Any]], last: tuple[int, int, str]) -> tuple[str, list[Any]] | None:
+    """The one statement that processes ``batch`` (with ``last`` recorded as processed) if the batch holds no
+    verdict and passes no deadline - what ``process_batch`` would do, as a statement the caller can run as its own
+    transaction (``Writer.write_one``: one round trip instead of four); None if the batch needs the full path."""
+    if needs_expiry(ctx, batch) or any(isinstance(ev["payload"], dict) and ev["payload"].get("type") == "verdict"
+                                       for ev in batch):
+        return None
+    req_rows: list[tuple[str, int, int, str, str]] = []
+    own_sequenced: list[tuple[str, int]] = []
+    for ev in batch:
+        ts, p = ev["ts"], ev["payload"]
+        if _is_own_request(ctx, p):
+            deadline = ts + ctx.decision_timeout_us
+            req_rows.append((p["request_id"], ts, deadline, p["submitter"], json.dumps(p)))
+            ctx.deadline = deadline if ctx.deadline is None else min(ctx.deadline, deadline)
+            if p["submitter"] == ctx.node:
+                own_sequenced.append((p["request_id"], ts))
+    req_cols = [list(c) for c in zip(*req_rows, strict=True)] if req_rows else [[], [], [], [], []]
+    seq_cols = [list(c) for c in zip(*own_sequenced, strict=True)] if own_sequenced else [[], []]
+    return _RECORD_REQUESTS_SQL.format(tail=_STATE_CTE), [*req_cols, *seq_cols, *last]
+
+
 async def process_batch(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, batch: list[dict[str, Any]],
                         last: tuple[int, int, str]) -> None:
     """Process ``batch`` (ts order) with a handful of set-based statements, then record ``last`` (counter, ts,
@@ -178,14 +200,26 @@ async def process_batch(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, batch: 
     if not verdicts:   # requests only: recorded with the processed counter in one statement
         await conn.execute(_RECORD_REQUESTS_SQL.format(tail=_STATE_CTE), *req_cols, *seq_cols, *last)
         return
+    verdict_ids = [p["request_id"] for _, p in verdicts]
+    verdict_kinds = [None if p.get("verdict") is None else str(p.get("verdict")) for _, p in verdicts]
+    record = ""
+    record_args: list[Any] = []
     if req_rows or own_sequenced:
-        await conn.execute(_RECORD_REQUESTS_SQL.format(tail=""), *req_cols, *seq_cols)
+        if set(req_cols[0]).isdisjoint(verdict_ids):   # different rows: one statement can do both
+            record, record_args = _RECORD_CTE, [*req_cols, *seq_cols]
+        else:   # a verdict for a request of this very batch: the take must see the request recorded
+            await conn.execute(_RECORD_REQUESTS_SQL.format(tail=""), *req_cols, *seq_cols)
     requests: dict[str, tuple[dict[str, Any], str]] = {}
     inflight: dict[str, dict[str, Any]] = {}
-    for r in await conn.fetch(_TAKE_VERDICTED_SQL, [p["request_id"] for _, p in verdicts], ctx.node):
+    rows = await conn.fetch(_TAKE_VERDICTED_SQL.format(record=record), verdict_ids, verdict_kinds, ctx.node, *last,
+                            *record_args)
+    for r in rows:
+        if r["request_id"] is None:
+            continue
         requests[r["request_id"]] = (json.loads(r["body"]), r["submitter"])
         if r["own"] is not None:
             inflight[r["request_id"]] = json.loads(r["own"])
+    top = rows[0]
     # decide in event order; offsets are assigned below from one block per counter
     txs: list[tuple[int, dict[str, Any]]] = []
     comps: list[tuple[int, dict[str, Any], int | None, str]] = []   # (ts, body, index into txs, change key)
@@ -212,10 +246,8 @@ async def process_batch(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, batch: 
         txs = [txs[i] for i in order]
         where = {old: new for new, old in enumerate(order)}
         comps = [(ts, body, where[ix] if ix is not None else None, key) for ts, body, ix, key in comps]
-    top = await conn.fetchrow(
-        "update p_state set tx_offset = tx_offset + $1, completion_offset = completion_offset + $2, "
-        "last_counter = $3, last_ts = $4, last_hash = $5 where id = 1 returning tx_offset, completion_offset",
-        len(txs), len(comps), *last)
+    if (top["n_tx"], top["n_comp"]) != (len(txs), len(comps)):   # the statement counted what is decided here
+        raise RuntimeError(f"offset blocks {top['n_tx']}/{top['n_comp']} != {len(txs)}/{len(comps)} decided")
     if not txs and not comps:
         return
     tx_first, comp_first = top["tx_offset"] - len(txs) + 1, top["completion_offset"] - len(comps) + 1
@@ -257,12 +289,31 @@ _RECORD_REQUESTS_SQL = (
     "  where i.request_id = u.r){tail} select 1")
 _STATE_CTE = ", st as (update p_state set last_counter = $8, last_ts = $9, last_hash = $10 where id = 1)"
 
-#: the pending requests that got their verdict, and (for our own) their in-flight submissions, taken in one go
+#: the pending requests that got their verdict, and (for our own) their in-flight submissions, taken in one go,
+#: with the processed counter ($4..$6) and the offset blocks of what they decide: as many transactions as first
+#: verdicts (per request, in event order: ordinality) that approve a pending request, as many completions as
+#: first verdicts of our own in-flight ones - the counts ``process_batch`` then checks against its decisions.
+#: One row at least (``st``), with null request columns when nothing was pending. ``{record}`` may add the
+#: batch's requests (``_RECORD_CTE``, parameters $7..$13) when no verdict of the batch is for one of them.
 _TAKE_VERDICTED_SQL = (
-    "with r as (delete from p_requests where request_id = any($1::text[]) returning request_id, body, submitter), "
-    "i as (delete from p_inflight where request_id in (select request_id from r where submitter = $2) "
-    "  returning request_id, request) "
-    "select r.request_id, r.body, r.submitter, i.request as own from r left join i on i.request_id = r.request_id")
+    "with u as (select * from unnest($1::text[], $2::text[]) with ordinality as u(rid, verdict, n)), "
+    "r as (delete from p_requests where request_id = any($1::text[]) returning request_id, body, submitter), "
+    "i as (delete from p_inflight where request_id in (select request_id from r where submitter = $3) "
+    "  returning request_id, request), "
+    "f as (select distinct on (u.rid) u.rid, u.verdict from u join r on r.request_id = u.rid order by u.rid, u.n), "
+    "c as (select (select count(*) from f where verdict = 'approve') as n_tx, "
+    "  (select count(*) from f join i on i.request_id = f.rid) as n_comp), "
+    "st as (update p_state set tx_offset = tx_offset + (select n_tx from c), "
+    "  completion_offset = completion_offset + (select n_comp from c), "
+    "  last_counter = $4, last_ts = $5, last_hash = $6 where id = 1 returning tx_offset, completion_offset){record} "
+    "select st.tx_offset, st.completion_offset, c.n_tx, c.n_comp, r.request_id, r.body, r.submitter, "
+    "  i.request as own from st cross join c left join r on true left join i on i.request_id = r.request_id")
+_RECORD_CTE = (
+    ", q as (insert into p_requests (request_id, ts, deadline, submitter, body) "
+    "  select r, t, d, s, b::jsonb from unnest($7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[]) "
+    "  as u(r, t, d, s, b) on conflict do nothing), "
+    "iq as (update p_inflight i set sequenced_ts = u.t from unnest($12::text[], $13::bigint[]) as u(r, t) "
+    "  where i.request_id = u.r)")
 
 _INDEX_SQL = (
     "with t as (insert into p_transactions (tx_offset, tx_id, record_time, body) select o, i, t, b::jsonb "

@@ -17,7 +17,7 @@ from sut_support import PgServer
 
 from harness.sut.participant import store
 from harness.sut.participant.dedup import change_key
-from harness.sut.participant.protocol import Ctx, needs_expiry, process_batch, process_event
+from harness.sut.participant.protocol import Ctx, needs_expiry, process_batch, process_event, requests_only
 
 pytestmark = pytest.mark.integration
 
@@ -82,11 +82,23 @@ async def _dump(conn: asyncpg.Connection) -> dict[str, list[Any]]:
     return out
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_batched_processing_equals_per_event_processing(pg: PgServer, seed: int) -> None:
-    import asyncio
+def _shape(batch: list[dict[str, Any]]) -> str:
+    """Which statements the batched path runs for a batch that passes no deadline (every shape must be seen)."""
+    requests = {ev["payload"]["request_id"] for ev in batch if ev["payload"]["type"] == "request"}
+    verdicts = {ev["payload"]["request_id"] for ev in batch if ev["payload"]["type"] == "verdict"}
+    if not verdicts:
+        return "requests only"
+    if not requests:
+        return "verdicts only"
+    return "one statement" if requests.isdisjoint(verdicts) else "verdict of the batch"
 
-    async def main() -> None:
+
+def test_batched_processing_equals_per_event_processing(pg: PgServer) -> None:
+    """Six random scenarios; together they must exercise every statement shape of the batched path."""
+    import asyncio
+    kinds = {"requests only": 0, "verdicts only": 0, "one statement": 0, "verdict of the batch": 0}
+
+    async def main(seed: int) -> None:
         rng = random.Random(seed)
         submissions, events = _scenario(rng, 160)
         ref, bat = await _fresh(pg, submissions), await _fresh(pg, submissions)
@@ -105,10 +117,17 @@ def test_batched_processing_equals_per_event_processing(pg: PgServer, seed: int)
                         await process_event(ref, ctx_ref, fx_ref, ev)
                     await ref.execute("update p_state set last_counter = $1, last_ts = $2, last_hash = $3 "
                                       "where id = 1", last["counter"], last["ts"], last["payload_hash"])
-                slow_batches += needs_expiry(ctx_bat, batch)
+                slow = needs_expiry(ctx_bat, batch)
+                slow_batches += slow
+                if not slow:
+                    kinds[_shape(batch)] += 1
+                one = requests_only(ctx_bat, batch, (last["counter"], last["ts"], last["payload_hash"]))
                 async with bat.transaction():
-                    await process_batch(bat, ctx_bat, fx_bat, batch, (last["counter"], last["ts"],
-                                                                      last["payload_hash"]))
+                    if one is not None:   # as the node runs it (Writer.write_one)
+                        await bat.execute(one[0], *one[1])
+                    else:
+                        await process_batch(bat, ctx_bat, fx_bat, batch, (last["counter"], last["ts"],
+                                                                          last["payload_hash"]))
             assert await _dump(bat) == await _dump(ref)
             assert fx_bat.completions == fx_ref.completions
             assert fx_bat.transactions == fx_ref.transactions
@@ -118,7 +137,9 @@ def test_batched_processing_equals_per_event_processing(pg: PgServer, seed: int)
         finally:
             await ref.close()
             await bat.close()
-    asyncio.run(main())
+    for seed in range(6):
+        asyncio.run(main(seed))
+    assert all(kinds.values()), kinds     # the shapes a batch without expiry can take were all run
 
 
 @pytest.mark.parametrize("bug", [False, True])

@@ -146,3 +146,25 @@ def test_close_during_the_one_by_one_retry_of_a_failed_batch_resolves_every_item
         assert not pending, "submits left waiting after close"
         assert all(isinstance(f.exception(), Passive) for f in done)
     asyncio.run(main())
+
+
+def test_an_exception_as_result_fails_its_item_alone_without_a_retry() -> None:
+    """The participant's submit batch commits new change IDs first; if deciding the others then fails, those
+    fail and the committed ones still succeed (no per-item re-run: it would re-decide a committed one)."""
+    async def main() -> None:
+        calls: list[list[int]] = []
+
+        async def run(items: list[int]) -> list[int | BaseException]:
+            calls.append(items)
+            return [Passive(f"item {i}") if i % 2 else i for i in items]
+
+        g: GroupCommit[int, int] = GroupCommit(run, workers=1)
+        gate = asyncio.create_task(g.submit(0))
+        tasks = [asyncio.create_task(g.submit(i)) for i in range(1, 5)]
+        results = await asyncio.gather(gate, *tasks, return_exceptions=True)
+        assert results[0] == 0 and results[2] == 2 and results[4] == 4
+        assert [str(r) for r in results[1::2]] == ["item 1", "item 3"]
+        assert all(isinstance(r, Passive) for r in results[1::2])
+        assert sum(len(c) for c in calls) == 5     # every item ran once
+        await g.close(Passive())
+    asyncio.run(main())
