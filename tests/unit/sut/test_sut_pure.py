@@ -159,6 +159,19 @@ def test_bench_ledger_levels_and_rates_are_checked() -> None:
         _levels("0")
 
 
+def test_bench_ledger_target_is_judged_per_level() -> None:
+    from harness.sut.bench import target
+
+    def run(concurrency: int | None, rate: float | None, tput: float, p99: float, problems: int = 0) -> dict:
+        return {"concurrency": concurrency, "offered_cmd_s": rate, "throughput_cmd_s": tput, "latency_p99_ms": p99,
+                "problem_count": problems}
+    runs = [run(1, None, 35, 60), run(32, None, 150, 340), run(48, None, 160, 520), run(None, 100, 99.4, 300),
+            run(None, 120, 105, 450), run(64, None, 170, 400, problems=1)]
+    t = target(runs)
+    assert t["met"] and t["met_by"] == ["32 clients", "open loop at 100 cmd/s"]
+    assert not target([run(1, None, 35, 60), run(32, None, 101, 577)])["met"]
+
+
 # --- bounded transition steps -------------------------------------------------------------------------------
 def test_finish_within_abandons_work_that_swallows_its_cancellation() -> None:
     from harness.sut.common.election import finish_within
