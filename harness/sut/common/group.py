@@ -1,8 +1,8 @@
 """Group commit: requests that arrive while a DB transaction is running share the next one.
 
-Why: every transaction of an active replica costs at least four round trips through the fault proxy and pg-lb
-(BEGIN, the work, the epoch evidence update, COMMIT; see ``Writer.write``), so per-request transactions made the
-DB path the bottleneck of the whole topology under load. A batch never waits for more requests to arrive: an idle
+Why: every transaction of an active replica costs round trips through the fault proxy and pg-lb (one for a
+single-statement write, ``Writer.write_one``; BEGIN, the work and the epoch update with COMMIT otherwise, see
+``Writer.write``), so per-request transactions made the DB path the bottleneck of the whole topology under load. A batch never waits for more requests to arrive: an idle
 worker takes what is queued at once, so a lone request is not delayed; up to ``workers`` batches run at a time.
 """
 
