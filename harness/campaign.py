@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +32,9 @@ from harness.topology.model import reference_model
 from harness.topology.signals import terminate_gracefully
 
 log = logging.getLogger("ha-chaos.campaign")
-console = Console(stderr=False, highlight=False)
+#: not a terminal (CI logs, a pipe): Rich would fold every line at 80 columns, cutting the summary's report paths
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS")
+                  else 400)   # tables are as wide as their content, at most this
 CURATED_DIR = PLANS_DIR
 
 

@@ -123,3 +123,14 @@ def test_the_default_campaign_without_found_plans(tmp_path: Path, monkeypatch: p
     (found / ".gitkeep").write_text("")
     monkeypatch.setattr(loader, "FOUND_DIR", found)
     assert campaign.default_plan_files() == loader.plans_in(campaign.CURATED_DIR)
+
+
+def test_the_summary_keeps_whole_report_paths_in_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a terminal (CI logs): the summary table is not folded at 80 columns, so report paths stay whole."""
+    from harness.runner import RunOutcome
+    c = campaign.Campaign(runs_dir=tmp_path)
+    run_dir = tmp_path / "some-rather-long-run-directory-name-20261201-112233-abcd" / "kill-active-participant"
+    c.outcomes.append(RunOutcome("kill-active-participant", "pass", run_dir, [], None, 42.0))
+    c.summary()
+    out = capsys.readouterr().out
+    assert str(run_dir / "report.html") in out, out
