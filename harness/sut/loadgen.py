@@ -32,6 +32,7 @@ class LoadResult:
     problems: list[str] = field(default_factory=list)
     completions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     transactions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    starts_s: list[float] = field(default_factory=list)   # per latency: when the command started (s after t0)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -129,6 +130,7 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
     deadline = time.monotonic() + timeout
     started: dict[tuple[str, str], float] = {}
     latencies: list[float] = []
+    starts: list[float] = []
     retries = 0
     problems: list[str] = []
     plan = [("p1" if k % 2 == 0 else "p2", f"c{k}-{uuid.uuid4().hex[:6]}", k % cross_every == 0) for k in range(n)]
@@ -151,6 +153,7 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
             retries += r
             await wait_ok(p, cid)
             latencies.append((time.monotonic() - started[(p, cid)]) * 1000)
+            starts.append(started[(p, cid)] - t0)
 
     t0 = time.monotonic()
     try:
@@ -178,7 +181,7 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
         for cl in clients.values():
             await cl.close()
     return LoadResult(n, len(resub), elapsed, latencies, retries, problems,
-                      {p: f.items for p, f in comps.items()}, {p: f.items for p, f in txs.items()})
+                      {p: f.items for p, f in comps.items()}, {p: f.items for p, f in txs.items()}, starts)
 
 
 async def _ledger_end(cl: LedgerClient, timeout: float = 30.0) -> tuple[int, int]:

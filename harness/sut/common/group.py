@@ -2,8 +2,9 @@
 
 Why: every transaction of an active replica costs round trips through the fault proxy and pg-lb (one for a
 single-statement write, ``Writer.write_one``; BEGIN, the work and the epoch update with COMMIT otherwise, see
-``Writer.write``), so per-request transactions made the DB path the bottleneck of the whole topology under load. A batch never waits for more requests to arrive: an idle
-worker takes what is queued at once, so a lone request is not delayed; up to ``workers`` batches run at a time.
+``Writer.write``), so per-request transactions made the DB path the bottleneck of the whole topology under load.
+A batch never waits for more requests to arrive: an idle worker takes what is queued at once, so a lone request
+is not delayed; up to ``workers`` batches run at a time.
 """
 
 from __future__ import annotations
