@@ -120,6 +120,13 @@ class Writer:
         self.epoch = epoch
         self.fenced = "no_fencing" not in election.cfg.bugs
         self._guard = guard     # closed with the writer; it knows every connection the pool opened
+        # The epoch evidence update, literal (two integers, fixed for this writer): it can then share a
+        # simple-query round trip with COMMIT, or become a CTE of a single-statement write without renumbering
+        # that statement's parameters.
+        self._epoch_update = (
+            f"update ha_epochs set writes = writes + 1, unfenced_writes = unfenced_writes + "
+            f"{0 if self.fenced else 1}, first_write_us = coalesce(first_write_us, {DB_NOW_US}), "
+            f"last_write_us = {DB_NOW_US} where epoch = {int(epoch)}")
 
     @property
     def closed(self) -> bool:
@@ -128,34 +135,24 @@ class Writer:
     def usable(self) -> bool:
         return not self.closed and self._election.writer is self
 
-    def _epoch_update(self) -> str:
-        """The epoch evidence update, literal (two integers): it can then share a simple-query round trip with
-        COMMIT, or become a CTE of a single-statement write without renumbering its parameters."""
-        return (f"update ha_epochs set writes = writes + 1, unfenced_writes = unfenced_writes + "
-                f"{0 if self.fenced else 1}, first_write_us = coalesce(first_write_us, {DB_NOW_US}), "
-                f"last_write_us = {DB_NOW_US} where epoch = {int(self.epoch)}")
-
     async def write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], what: str = "write") -> T:
         """Run ``fn`` in one transaction tagged with this epoch; transient errors retried while still active.
 
         Round trips: BEGIN, ``fn``'s statements, then the epoch update and COMMIT together (one simple query);
         every round trip crosses the fault proxy and pg-lb, so each saved one is CPU saved in three processes."""
-        epoch_commit = self._epoch_update() + "; COMMIT"
-
         async def run(conn: asyncpg.Connection) -> T:
             await conn.execute("BEGIN")
-            done = False
             try:
                 result = await fn(conn)
-                await conn.execute(epoch_commit)
-                done = True
-                return result
-            finally:
-                if not done and not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute(self._epoch_update + "; COMMIT")
+            except BaseException:
+                if not conn.is_closed() and conn.is_in_transaction():
                     try:
                         await conn.execute("ROLLBACK")
                     except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError):
                         conn.terminate()   # unusable: the pool opens a new one (which re-takes the lock)
+                raise
+            return result
 
         return await self._retried(run, what)
 
@@ -166,9 +163,9 @@ class Writer:
         (``execute``, ``fetch``, ``fetchrow``, ``fetchval``)."""
         head = sql.lstrip()
         if head[:5].lower() == "with ":
-            sql = f"with ha_epoch_tag as ({self._epoch_update()}), {head[5:]}"
+            sql = f"with ha_epoch_tag as ({self._epoch_update}), {head[5:]}"
         else:
-            sql = f"with ha_epoch_tag as ({self._epoch_update()}) {head}"
+            sql = f"with ha_epoch_tag as ({self._epoch_update}) {head}"
 
         async def run(conn: asyncpg.Connection) -> Any:
             return await getattr(conn, fetch)(sql, *args)

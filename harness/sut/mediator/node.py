@@ -135,12 +135,12 @@ class MediatorNode:
             last = batch[-1]
             # one statement, its own transaction (one round trip): the verdicts and the processed counter
             await writer.write_one(
-                "with v as (insert into m_verdicts (request_id, verdict, ts) select r, v, $6 "
+                "with v as (insert into m_verdicts (request_id, verdict, ts) select r, v, $4 "
                 "from unnest($1::text[], $2::text[]) as u(r, v) on conflict do nothing) "
                 "update m_state set last_counter = $3, last_ts = $4, last_hash = $5 where id = 1",
                 [v[0] for v in verdicts], [v[1] for v in verdicts], last["counter"], last["ts"],
-                last["payload_hash"], last["ts"], what="mediator_events")
-            self.committed_ts = batch[-1]["ts"]
+                last["payload_hash"], what="mediator_events")
+            self.committed_ts = last["ts"]
             for rid, verdict, deadline, reason in verdicts:
                 self._tasks.append(asyncio.create_task(self._send_verdict(rid, verdict, deadline, reason)))
             self._tasks = [t for t in self._tasks if not t.done()]

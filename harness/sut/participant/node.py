@@ -189,22 +189,19 @@ class ParticipantNode:
                     self._tasks.append(asyncio.create_task(self._send_quiet(seq, rcpt, body, mid, mst)))
             fx = store.Effects()
             last = batch[-1]
-            one = requests_only(self.ctx, batch, (last["counter"], last["ts"], last["payload_hash"]))
-            if one is not None:   # no verdict, no deadline: one statement, one round trip
+            processed = (last["counter"], last["ts"], last["payload_hash"])
+            one = requests_only(self.ctx, batch, processed)
+            if one is not None:   # no verdict, no deadline: one statement, one round trip (no effects)
                 await writer.write_one(one[0], *one[1], what="process_events")
-                self.last_event_ts = last["ts"]
-                self._tasks = [t for t in self._tasks if not t.done()]
-                continue
+            else:
+                async def tx(conn: asyncpg.Connection, batch: list[dict[str, Any]] = batch,
+                             fx: store.Effects = fx, processed: tuple[int, int, str] = processed) -> None:
+                    fx.completions.clear()
+                    fx.transactions.clear()
+                    await process_batch(conn, self.ctx, fx, batch, processed)
 
-            async def tx(conn: asyncpg.Connection, batch: list[dict[str, Any]] = batch,
-                         fx: store.Effects = fx) -> None:
-                fx.completions.clear()
-                fx.transactions.clear()
-                last = batch[-1]
-                await process_batch(conn, self.ctx, fx, batch, (last["counter"], last["ts"], last["payload_hash"]))
-
-            await writer.write(tx, what="process_events")
-            self.last_event_ts = batch[-1]["ts"]
+                await writer.write(tx, what="process_events")
+            self.last_event_ts = last["ts"]
             self._tasks = [t for t in self._tasks if not t.done()]
             if ack_early:
                 self.hub.early.clear()
@@ -293,7 +290,8 @@ class ParticipantNode:
         claimed: set[str] = set()
         if mem is None:
             claimed = await store.claim_and_record_many(
-                lambda sql, *args: writer.write_one(sql, *args, what="submit", fetch="fetch"), [s.req for s in subs])
+                lambda sql, *args: writer.write_one(sql, *args, what="submit", fetch="fetch"),
+                [s.req for s in subs])
         rest = [s for s in subs if s.req["request_id"] not in claimed]
         decided: dict[str, _Outcome | BaseException] = {}
         fx = store.Effects()

@@ -146,13 +146,13 @@ def needs_expiry(ctx: Ctx, batch: list[dict[str, Any]]) -> bool:
     return False
 
 
-def requests_only(ctx: Ctx, batch: list[dict[str, Any]], last: tuple[int, int, str]) -> tuple[str, list[Any]] | None:
-    """The one statement that processes ``batch`` (with ``last`` recorded as processed) if the batch holds no
-    verdict and passes no deadline - what ``process_batch`` would do, as a statement the caller can run as its own
-    transaction (``Writer.write_one``: one round trip instead of four); None if the batch needs the full path."""
-    if needs_expiry(ctx, batch) or any(isinstance(ev["payload"], dict) and ev["payload"].get("type") == "verdict"
-                                       for ev in batch):
-        return None
+def _is_verdict(p: Any) -> bool:
+    return isinstance(p, dict) and p.get("type") == "verdict"
+
+
+def _recorded_requests(ctx: Ctx, batch: list[dict[str, Any]]) -> list[list[Any]]:
+    """The batch's requests this participant records, as the 7 column arrays of ``_RECORD_REQUESTS_SQL`` /
+    ``_RECORD_CTE`` (request rows, then the sequencing times of our own); moves ``ctx.deadline`` on."""
     req_rows: list[tuple[str, int, int, str, str]] = []
     own_sequenced: list[tuple[str, int]] = []
     for ev in batch:
@@ -165,7 +165,16 @@ def requests_only(ctx: Ctx, batch: list[dict[str, Any]], last: tuple[int, int, s
                 own_sequenced.append((p["request_id"], ts))
     req_cols = [list(c) for c in zip(*req_rows, strict=True)] if req_rows else [[], [], [], [], []]
     seq_cols = [list(c) for c in zip(*own_sequenced, strict=True)] if own_sequenced else [[], []]
-    return _RECORD_REQUESTS_SQL.format(tail=_STATE_CTE), [*req_cols, *seq_cols, *last]
+    return [*req_cols, *seq_cols]
+
+
+def requests_only(ctx: Ctx, batch: list[dict[str, Any]], last: tuple[int, int, str]) -> tuple[str, list[Any]] | None:
+    """The one statement that processes ``batch`` (with ``last`` recorded as processed) if the batch holds no
+    verdict and passes no deadline - what ``process_batch`` would do, as a statement the caller can run as its own
+    transaction (``Writer.write_one``: one round trip instead of four); None if the batch needs the full path."""
+    if needs_expiry(ctx, batch) or any(_is_verdict(ev["payload"]) for ev in batch):
+        return None
+    return _RECORD_REQUESTS_SQL.format(tail=_STATE_CTE), [*_recorded_requests(ctx, batch), *last]
 
 
 async def process_batch(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, batch: list[dict[str, Any]],
@@ -182,33 +191,20 @@ async def process_batch(conn: asyncpg.Connection, ctx: Ctx, fx: Effects, batch: 
             await process_event(conn, ctx, fx, ev)
         await conn.execute("update p_state set last_counter = $1, last_ts = $2, last_hash = $3 where id = 1", *last)
         return
-    req_rows: list[tuple[str, int, int, str, str]] = []
-    own_sequenced: list[tuple[str, int]] = []
-    verdicts: list[tuple[int, dict[str, Any]]] = []
-    for ev in batch:
-        ts, p = ev["ts"], ev["payload"]
-        if _is_own_request(ctx, p):
-            deadline = ts + ctx.decision_timeout_us
-            req_rows.append((p["request_id"], ts, deadline, p["submitter"], json.dumps(p)))
-            ctx.deadline = deadline if ctx.deadline is None else min(ctx.deadline, deadline)
-            if p["submitter"] == ctx.node:
-                own_sequenced.append((p["request_id"], ts))
-        elif isinstance(p, dict) and p.get("type") == "verdict":
-            verdicts.append((ts, p))
-    req_cols = [list(c) for c in zip(*req_rows, strict=True)] if req_rows else [[], [], [], [], []]
-    seq_cols = [list(c) for c in zip(*own_sequenced, strict=True)] if own_sequenced else [[], []]
+    recorded = _recorded_requests(ctx, batch)
+    verdicts = [(ev["ts"], ev["payload"]) for ev in batch if _is_verdict(ev["payload"])]
     if not verdicts:   # requests only: recorded with the processed counter in one statement
-        await conn.execute(_RECORD_REQUESTS_SQL.format(tail=_STATE_CTE), *req_cols, *seq_cols, *last)
+        await conn.execute(_RECORD_REQUESTS_SQL.format(tail=_STATE_CTE), *recorded, *last)
         return
     verdict_ids = [p["request_id"] for _, p in verdicts]
     verdict_kinds = [None if p.get("verdict") is None else str(p.get("verdict")) for _, p in verdicts]
     record = ""
     record_args: list[Any] = []
-    if req_rows or own_sequenced:
-        if set(req_cols[0]).isdisjoint(verdict_ids):   # different rows: one statement can do both
-            record, record_args = _RECORD_CTE, [*req_cols, *seq_cols]
+    if recorded[0]:   # own sequencing times belong to recorded requests, so no requests means nothing to record
+        if set(recorded[0]).isdisjoint(verdict_ids):   # different rows: one statement can do both
+            record, record_args = _RECORD_CTE, recorded
         else:   # a verdict for a request of this very batch: the take must see the request recorded
-            await conn.execute(_RECORD_REQUESTS_SQL.format(tail=""), *req_cols, *seq_cols)
+            await conn.execute(_RECORD_REQUESTS_SQL.format(tail=""), *recorded)
     requests: dict[str, tuple[dict[str, Any], str]] = {}
     inflight: dict[str, dict[str, Any]] = {}
     rows = await conn.fetch(_TAKE_VERDICTED_SQL.format(record=record), verdict_ids, verdict_kinds, ctx.node, *last,

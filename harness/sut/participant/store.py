@@ -94,15 +94,14 @@ async def claim_and_record(conn: asyncpg.Connection, request: dict[str, Any]) ->
         json.dumps(request)))
 
 
-async def claim_and_record_many(fetch: asyncpg.Connection | Callable[..., Awaitable[list[asyncpg.Record]]],
+async def claim_and_record_many(fetch: Callable[..., Awaitable[list[asyncpg.Record]]],
                                 requests: list[dict[str, Any]]) -> set[str]:
     """``claim_and_record`` for many submissions in one statement (group commit of the Ledger API): the request
     ids whose change ID had no dedup row yet, now claimed and in flight. Rows are claimed in list order, so of two
     submissions of one change ID in the same list the first wins and the second finds its row (then decide).
-    ``fetch``: a connection (inside the caller's transaction) or a ``fetch(sql, *args)`` that runs the statement
-    (e.g. as its own fenced transaction, ``Writer.write_one``)."""
-    run = getattr(fetch, "fetch", fetch)   # a connection (or a pool's proxy of one), else the function itself
-    rows = await run(
+    ``fetch(sql, *args)`` runs the statement: ``conn.fetch`` inside a transaction, or a ``Writer.write_one`` that
+    makes it its own fenced transaction."""
+    rows = await fetch(
         "with u as (select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) "
         "  with ordinality as u(k, s, r, m, q, n)), "
         "c as (insert into p_dedup (change_key, state, submission_id, request_id) "
