@@ -8,9 +8,10 @@ import uuid
 from typing import Any
 
 import pytest
-from sut_support import PgServer, node_config, wait_until
+from sut_support import TEST_TIMERS, Forwarder, PgServer, node_config, wait_until
 
 from harness.sut.client import SequencerApiClient
+from harness.sut.sequencer.client import SequencerClient
 from harness.sut.sequencer.node import SequencerNode
 from harness.sut.sequencer.pure import EventValidator
 
@@ -161,4 +162,46 @@ def test_wait_until_offline_marking_is_bounded(pg: PgServer) -> None:
         finally:
             for s in nodes[:2]:
                 await s.stop()
+    asyncio.run(main())
+
+
+def test_subscriber_moves_off_a_sequencer_that_lost_its_database(pg: PgServer) -> None:
+    """Issue 12 item 4c: a sequencer whose database link is down keeps its subscriptions open and keeps sending
+    heartbeats, but serves nothing (its reader cannot read). Its peers mark it offline and go on; a subscriber
+    of it must notice that its subscription no longer progresses and re-subscribe to a healthy sequencer, so it
+    receives events sent via the others within a bound (not only once the database link is back)."""
+    async def main() -> None:
+        db = await pg.create_db("sequencer")
+        link = await Forwarder(pg.port).start()          # seq1's database link, cut below
+        nodes = [SequencerNode(node_config("sequencer", f"seq{i + 1}", "sequencer",
+                                           pg.dsn(db, link.port if i == 0 else None))) for i in range(3)]
+        for s in nodes:
+            await s.start()
+        client = SequencerClient([url(s) for s in nodes], "m", TEST_TIMERS)   # round robin starts at seq1
+        got: list[dict[str, Any]] = []
+
+        async def collect() -> None:
+            async for ev in client.events(EventValidator()):
+                got.append(ev)
+        task = asyncio.create_task(collect())
+        try:
+            await send_many(nodes[1:2], "warm", 1, ["m"])
+            await wait_until(lambda: len(got) == 1, 10, "the first event")
+            assert client.current == url(nodes[0]), client.current
+            link.cut()                                    # seq1 loses its database; it stays up
+            await send_many(nodes[1:2], "after", 1, ["m"])
+            # the event becomes safe once seq1 is marked offline (seq_offline_after 3 s + a 0.5 s check); the
+            # subscriber must then be on a sequencer that serves (its stall detection: seq_client_timeout 2 s)
+            bound = TEST_TIMERS.seq_offline_after + TEST_TIMERS.seq_offline_check + 3 * TEST_TIMERS.seq_client_timeout
+            await wait_until(lambda: len(got) == 2, bound, "the event sent via seq2 after seq1 lost its database")
+            assert got[1]["payload"]["from"] == "after" and got[1]["sequencer"] in ("seq2", "seq3"), got[1]
+            assert client.current != url(nodes[0])
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.close()
+            for s in nodes:
+                with contextlib.suppress(Exception):
+                    await s.stop(graceful=False)
+            await link.close()
     asyncio.run(main())
