@@ -2,7 +2,9 @@
 
 Why weighted toward the active replica and the PG primary: a fault on a passive replica mostly tests that
 nothing happens; the bugs this harness hunts (two writers, lost or doubled commands) live where the active side
-is cut, stopped or fails over, especially when faults overlap. Every generated plan is validated against the
+is cut, stopped or fails over, especially when faults overlap - and in the PostgreSQL HA tier underneath (a
+standby's replication cut, the Patroni leader cut from etcd, an etcd member lost), where an acknowledged commit
+can vanish in a failover. Every generated plan is validated against the
 same schema as hand-written ones (``fault_plans`` maps through ``validate_plan``), so a strategy bug shows up
 as an error at generation time, never as a silently different plan.
 """
@@ -51,7 +53,11 @@ def service_targets(model: TopologyModel) -> st.SearchStrategy[str]:
     if model.by_role("sequencer"):
         options += [(2, st.just("any(sequencer)"))]
     if model.by_role("postgres"):
-        options += [(2, st.just("primary(postgres)")), (1, st.just("replica(postgres)"))]
+        options += [(2, st.just("primary(postgres)"))]
+    if len(model.by_role("postgres")) > 1:  # one standby: a single failure, as when there was only one standby
+        options += [(1, st.just("any(replica(postgres))"))]
+    if model.by_role("etcd"):  # one DCS member: with a quorum left, nothing above PostgreSQL may notice
+        options += [(1, st.just("any(etcd)"))]
     options += [(1, st.sampled_from(sorted(s.name for s in model.services if s.role != "faultproxy")))]
     return weighted(options)
 
@@ -78,10 +84,30 @@ def link_targets(model: TopologyModel) -> st.SearchStrategy[str]:
     return weighted(options)
 
 
+def _either_order(a: list[str], b: list[str]) -> st.SearchStrategy[list[list[str]]]:
+    """Two groups in either order: a one-way partition drops what the first group sends."""
+    return st.sampled_from([[a, b], [b, a]])
+
+
+def db_tier_groups(model: TopologyModel) -> list[tuple[int, st.SearchStrategy[list[list[str]]]]]:
+    """Partitions inside the PostgreSQL HA tier (Patroni nodes and etcd), with their weights.
+
+    The replication path of one standby (its WAL stops, or only its replies do: ``direction`` is drawn apart),
+    every standby at once (the primary alone: with synchronous replication its commits wait), the Patroni leader
+    cut from the DCS (it must demote itself within the TTL), and the leader cut from the DCS and its standbys.
+    """
+    if len(model.by_role("postgres")) < 2:
+        return []
+    primary, one, every = ["primary(postgres)"], ["any(replica(postgres))"], ["replica(postgres)"]
+    options = [(2, _either_order(one, primary)), (1, _either_order(every, primary))]
+    if model.by_role("etcd"):
+        options += [(2, st.just([primary, ["all(etcd)"]])),
+                    (2, st.just([primary, ["all(etcd)", "replica(postgres)"]]))]
+    return options
+
+
 def partition_groups(model: TopologyModel) -> st.SearchStrategy[list[list[str]]]:
-    options: list[tuple[int, st.SearchStrategy[list[list[str]]]]] = []
-    if model.by_role("postgres") and model.by_role("etcd"):
-        options.append((2, st.just([["primary(postgres)"], ["etcd", "replica(postgres)"]])))
+    options: list[tuple[int, st.SearchStrategy[list[list[str]]]]] = db_tier_groups(model)
     if model.by_role("faultproxy"):
         options.append((2, service_targets(model).map(lambda t: [[t], ["faultproxy"]])))
     if model.pairs and model.by_role("postgres") and model.links:  # a node cut from its database (both ends)

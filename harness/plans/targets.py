@@ -11,11 +11,14 @@ Grammar (whitespace ignored)::
 
     selector := NAME                            literal service or link, e.g. p1a, p1a-db, seq1
               | active(PAIR) | passive(PAIR)    a pair's current active / passive replica(s)
-              | primary(postgres) | replica(postgres)
+              | primary(postgres) | replica(postgres) the PostgreSQL leader / every standby (all of them)
               | any(GROUP) | all(GROUP) | k_of(GROUP, K)
               | db_link(selector) | seq_links(selector) | seq_link(selector, selector) | links(selector)
-    GROUP   := role (sequencer, participant, mediator, postgres) | pair (p1, med1) | selector
+    GROUP   := role (sequencer, participant, mediator, postgres, etcd) | pair (p1, med1) | selector
     PAIR    := pair name (p1, p2, med1) or a role with exactly one pair (mediator)
+
+``replica(postgres)`` is every standby, as ``passive(P)`` is every passive replica: with three PostgreSQL nodes
+that is two services. ``any(replica(postgres))`` picks one (a healthy one), ``k_of(etcd, 2)`` two etcd members.
 
 Random choices (``any``, ``k_of``) draw from a ``random.Random`` seeded from the plan seed, over candidates
 in sorted order, so the same seed and the same observed state give the same choice. Real containers still
@@ -32,7 +35,7 @@ from typing import Literal, Protocol
 
 from harness.topology.model import TopologyModel
 
-GROUP_ROLES = ("sequencer", "participant", "mediator", "postgres")
+GROUP_ROLES = ("sequencer", "participant", "mediator", "postgres", "etcd")
 FUNCTIONS = ("active", "passive", "primary", "replica", "any", "all", "k_of", "db_link", "seq_links",
              "seq_link", "links")
 

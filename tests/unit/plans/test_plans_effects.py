@@ -23,7 +23,7 @@ def _partition(groups: list[list[str]], model: TopologyModel) -> object:
     ([["p1a"], ["seq2"]], [], ["p1a"]),                         # a node from one sequencer: that link only
     ([["p1a"], ["faultproxy"]], ["p1a"], ["p1a"]),              # everything goes through the proxy
     ([["p1a"], ["p1b"]], [], []),                               # replicas do not talk to each other
-    ([["etcd", "pg2"], ["pg1"]], [], []),                       # no node in it
+    ([["etcd1", "pg2"], ["pg1"]], [], []),                      # no node in it
 ])
 def test_partition_effects(groups: list[list[str]], cuts_db: list[str], cuts_seq: list[str],
                            model: TopologyModel) -> None:

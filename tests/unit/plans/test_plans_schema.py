@@ -93,7 +93,7 @@ def test_every_kind_has_a_valid_minimal_step() -> None:
     examples = {
         "toxic": {"target": "p1a-db", "params": {"type": "timeout", "attributes": {"timeout": 0}}},
         "link_down": {"target": "p1a-db"},
-        "partition": {"params": {"groups": [["primary(postgres)"], ["etcd", "replica(postgres)"]]}},
+        "partition": {"params": {"groups": [["primary(postgres)"], ["all(etcd)", "replica(postgres)"]]}},
         "kill": {"target": "active(p1)"}, "stop": {"target": "any(sequencer)"}, "pause": {"target": "med1a"},
         "restart": {"target": "p2b"}, "db_failover": {"params": {"mode": "pause_primary"}},
         "former_primary_trap": {"target": "db_link(active(p2))"}, "set_passive": {"target": "active(med1)"},

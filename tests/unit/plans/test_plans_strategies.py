@@ -90,6 +90,47 @@ def test_overlapping_faults_are_generated() -> None:
     assert sum(seen) > len(seen) // 10
 
 
+def _shape(step: object) -> str:
+    """A generated DB-tier fault, named as the issue names it (or "other")."""
+    kind = step.kind_name  # type: ignore[attr-defined]
+    if kind == "kill" and step.targets == ["any(etcd)"]:  # type: ignore[attr-defined]
+        return "etcd member killed"
+    if kind != "partition":
+        return "other"
+    groups = sorted(map(tuple, step.params.groups))  # type: ignore[attr-defined]
+    direction = step.params.direction  # type: ignore[attr-defined]
+    return {
+        (("any(replica(postgres))",), ("primary(postgres)",)): f"one standby's replication cut, {direction}",
+        (("primary(postgres)",), ("replica(postgres)",)): "every standby cut from the primary",
+        (("all(etcd)",), ("primary(postgres)",)): "leader cut from the DCS",
+        (("all(etcd)", "replica(postgres)"), ("primary(postgres)",)): "leader cut from the DCS and the standbys",
+    }.get(tuple(groups), "other")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model", [REFERENCE, postgres_model()], ids=["full", "postgres"])
+def test_db_tier_faults_are_generated(model: object) -> None:
+    """Issue 12 item 2: the DB tier has three Patroni nodes and three etcd members; generated plans cut a
+    standby's replication (both ways and one way), every standby, the leader from the DCS, and kill an etcd member.
+    """
+    counts: Counter[str] = Counter()
+
+    @settings(settings.get_profile("unit"), max_examples=400, database=None, derandomize=True)
+    @given(fault_plans(model, kinds=["partition", "kill"], max_steps=1))  # type: ignore[arg-type]
+    def collect(plan: Plan) -> None:
+        counts[_shape(plan.steps[0])] += 1
+        for step in plan.steps:  # no literal "etcd" service any more: every target resolves
+            view = FakeView.initial(model)  # type: ignore[arg-type]
+            for text in step.targets + [t for g in getattr(getattr(step, "params", None), "groups", []) for t in g]:
+                assert resolve(text, view, random.Random(0))
+
+    collect()
+    shapes = {"etcd member killed", "one standby's replication cut, two_way",
+              "one standby's replication cut, one_way", "every standby cut from the primary",
+              "leader cut from the DCS", "leader cut from the DCS and the standbys"}
+    assert shapes <= set(counts), counts
+    assert sum(counts[s] for s in shapes) > counts["other"] / 4, counts
+
+
 def test_unknown_kind_and_profiles() -> None:
     with pytest.raises(ValueError, match="unknown kind"):
         applicable_kinds(REFERENCE, ["kil"])

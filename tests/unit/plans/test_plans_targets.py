@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit
     "p1a", "active(p1)", "passive(med1)", "primary(postgres)", "replica(postgres)", "any(sequencer)",
     "k_of(sequencer, 2)", "db_link(active(p1))", "seq_links(p1a)", "seq_link(p1a, seq2)",
     "seq_link(active(p2), any(sequencer))", "all(participant)", "links(passive(p1))", "any(seq_links(p1a))",
+    "any(etcd)", "all(etcd)", "k_of(etcd, 2)", "etcd2", "any(replica(postgres))", "k_of(replica(postgres), 2)",
 ])
 def test_valid_selectors_print_back_the_same(text: str, model: TopologyModel) -> None:
     sel = parse(text)
@@ -36,6 +37,10 @@ def test_valid_selectors_print_back_the_same(text: str, model: TopologyModel) ->
     ("db_link(p1a-db)", "denotes links"),
     ("db_link(primary(postgres))", "has no such links"),
     ("sequencer", "is a group"),
+    ("etcd", "is a group, not one service; write all(etcd) or any(etcd)"),
+    ("k_of(etcd, 4)", "has only 3 members"),
+    ("any(etc)", "did you mean 'etcd'"),
+    ("db_link(any(etcd))", "has no such links"),
     ("p1aa", "did you mean 'p1a'"),
     ("any(sequencr)", "did you mean 'sequencer'"),
     ("a$b", "unexpected character"),
@@ -62,7 +67,7 @@ def test_resolution_follows_the_current_roles(model: TopologyModel) -> None:
     view.actives["p1"], view.primary = "p1b", "pg2"
     assert resolve("db_link(active(p1))", view, rng) == ["p1b-db"]
     assert resolve("passive(p1)", view, rng) == ["p1a"]
-    assert resolve("replica(postgres)", view, rng) == ["pg1"]
+    assert resolve("replica(postgres)", view, rng) == ["pg1", "pg3"]
     assert resolve("seq_links(p2a)", view, rng) == ["p2a-seq1", "p2a-seq2", "p2a-seq3"]
     assert resolve("seq_link(active(p1), seq3)", view, rng) == ["p1b-seq3"]
     assert resolve("db_link(all(mediator))", view, rng) == ["med1a-db", "med1b-db"]
@@ -99,3 +104,27 @@ def test_one_rng_draws_in_sequence(model: TopologyModel) -> None:
     rng = random.Random(42)
     assert seq == [resolve("any(sequencer)", view, rng)[0] for _ in range(20)]
     assert len(set(seq)) > 1
+
+
+def test_etcd_is_a_group_role(model: TopologyModel) -> None:
+    view = FakeView.initial(model)
+    assert resolve("all(etcd)", view, random.Random(0)) == ["etcd1", "etcd2", "etcd3"]
+    assert resolve("any(etcd)", view, random.Random(0))[0] in {"etcd1", "etcd2", "etcd3"}
+    view.unhealthy = {"etcd1", "etcd3"}
+    assert resolve("any(etcd)", view, random.Random(3)) == ["etcd2"]
+    assert len(resolve("k_of(etcd, 1)", view, random.Random(3))) == 1
+    with pytest.raises(ResolutionError, match="healthy"):
+        resolve("k_of(etcd, 2)", view, random.Random(0))
+
+
+def test_replica_postgres_is_every_standby_and_any_of_it_one(model: TopologyModel) -> None:
+    """Like passive(P): every standby (two of three nodes), whichever node leads; any() picks one of them."""
+    view = FakeView.initial(model)
+    assert resolve("replica(postgres)", view, random.Random(0)) == ["pg2", "pg3"]
+    picks = {resolve("any(replica(postgres))", view, random.Random(seed))[0] for seed in range(40)}
+    assert picks == {"pg2", "pg3"}
+    view.primary = "pg3"
+    assert resolve("replica(postgres)", view, random.Random(0)) == ["pg1", "pg2"]
+    view.unhealthy = {"pg1"}
+    assert resolve("any(replica(postgres))", view, random.Random(0)) == ["pg2"]
+    assert check(parse("replica(postgres)"), model).many and not check(parse("any(replica(postgres))"), model).many
