@@ -92,6 +92,8 @@ class Campaign:
     bugs: str = ""
     seed: int = 0
     keep: bool = False
+    #: PostgreSQL replication of the campaign's topology: synchronous (the default) or the unsafe asynchronous
+    synchronous_mode: bool = True
     outcomes: list[RunOutcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -100,7 +102,8 @@ class Campaign:
     @contextmanager
     def topology(self) -> Iterator[Topology]:
         with terminate_gracefully():
-            topo = Topology("full", bugs=self.bugs, seed=self.seed)
+            topo = Topology("full", bugs=self.bugs, seed=self.seed, synchronous_mode=self.synchronous_mode)
+            console.print(f"topology {topo.run_id}: {topo.replication} PostgreSQL replication")
             topo.start()
             failed = False
             try:

@@ -10,6 +10,7 @@ from harness.errors import InputError
 from harness.plans.loader import FOUND_DIR, found_plan_files, load_plan, plan_files, plans_in, save_found
 from harness.plans.schema import Plan
 from harness.plans.shrink import replay, shrink
+from harness.topology.cli import add_replication_flags
 
 
 def _load(paths: list[str]) -> list[Plan]:
@@ -61,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     _prepare(args)
     for line in heal_runs(Path(args.runs_dir)):  # faults a crashed earlier campaign left open in its journal
         console.print(f"heal: {line}")
-    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", seed=args.seed, keep=args.keep)
+    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", seed=args.seed, keep=args.keep,
+                        synchronous_mode=args.synchronous_mode)
     code = campaign.run_all(plans)
     for o in campaign.outcomes:
         if o.verdict == "fail" and o.plan.startswith("generated-"):
@@ -74,7 +76,8 @@ def _replay(args: argparse.Namespace) -> int:
     _at_least_one(times=args.times)
     plan = _load_one(args.plan, "replay")
     _prepare(args)
-    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep)
+    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep,
+                        synchronous_mode=args.synchronous_mode)
     with campaign.topology() as topo:
         result = replay(plan, runner_for(campaign, topo), args.times)
     console.print(f"replayed {plan.name} {args.times} time(s)")
@@ -89,7 +92,8 @@ def _shrink(args: argparse.Namespace) -> int:
     _at_least_one(times=args.times, max_runs=args.max_runs)
     plan = _load_one(args.plan, "shrink")
     _prepare(args)
-    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep)
+    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep,
+                        synchronous_mode=args.synchronous_mode)
     with campaign.topology() as topo:
         result = shrink(plan, runner_for(campaign, topo), args.invariant, k=args.times, max_runs=args.max_runs)
     console.print(f"shrunk {plan.name} for invariant {result.invariant} in {result.runs} runs: "
@@ -113,6 +117,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bugs", help="reference-node bug switches for this topology (comma list)")
     p.add_argument("--keep", action="store_true", help="leave the topology up if a run did not pass")
     p.add_argument("--no-setup", action="store_true", help="skip `ha-chaos setup` (daemon, compose, images)")
+    add_replication_flags(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -117,7 +117,7 @@ def topology_info(topo: Topology, seed: int, bugs: str) -> dict[str, Any]:
         digest.update((COMPOSE_DIR / f).read_bytes())
     images = {svc: c.attrs.get("Image", "") for svc, c in topo.containers().items()}
     return {"run_id": topo.run_id, "profile": topo.profile, "compose_sha256": digest.hexdigest(), "seed": seed,
-            "bugs": bugs, "images": images}
+            "bugs": bugs, "replication": topo.replication, "images": images}
 
 
 def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = "",

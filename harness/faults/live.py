@@ -489,8 +489,10 @@ class LiveInjector:
             undo = lambda: self.ensure_running(old)  # noqa: E731
         elif mode == "switchover":
             try:  # Patroni answers only once the switchover is done; the verification below decides
+                # with synchronous_mode Patroni switches over only to the synchronous standby
+                candidate = next(o for o in others if pg.promotable(self.topo, o, sync))
                 r = requests.post(self.topo.url(old, 8008) + "/switchover", timeout=60,
-                                  json={"leader": old, "candidate": others[0]})
+                                  json={"leader": old, "candidate": candidate})
             except requests.Timeout:
                 log.info("switchover request to %s timed out; verifying the leader change instead", old)
             else:

@@ -123,7 +123,7 @@ def render_html(rd: RunDir, events: list[Event] | HistoryIndex, results: list[Ch
         rd=rd, verdict=verdict, results=results, doc=doc, findings=findings, recovery=recovery,
         svg_timeline=svg_timeline, svg_tput=svg_tput, svg_lat=svg_lat, counts=d.counts, t_end=d.t_end,
         plan=rd.read_plan_text(), topology=json.dumps(topo, indent=2, sort_keys=True) if topo else None,
-        replay=rd.replay_command(), colors=COLORS,
+        replay=rd.replay_command(), replication=rd.replication(), colors=COLORS,
         generated=datetime.now(UTC).isoformat(timespec="seconds"))
 
 

@@ -153,13 +153,21 @@ class RunDir:
                                "fix or remove the \"bugs\" field (the switches the run's nodes had)")
         return ",".join(b.strip() for b in value.split(",") if b.strip())
 
+    def replication(self) -> str:
+        """The run's PostgreSQL replication mode (``topology.json`` "replication"): "synchronous",
+        "asynchronous", or "" when not recorded (runs stored before the field existed)."""
+        info = self.read_json(self.topology_path) if self.topology_path.exists() else None
+        value = (info or {}).get("replication") or ""
+        return value if value in ("synchronous", "asynchronous") else ""
+
     def replay_command(self) -> str:
-        """The command that re-runs this plan, on nodes with the same bug switches as the run's
-        (results.json, junit.xml, report.html and the pytest plugin all print this one)."""
+        """The command that re-runs this plan, on nodes with the same bug switches and the same PostgreSQL
+        replication mode as the run's (results.json, junit.xml, report.html and the pytest plugin all print it)."""
         import shlex
 
         bugs = self.bugs()
-        return f"ha-chaos replay {shlex.quote(str(self.plan_path))}" + (f" --bugs {shlex.quote(bugs)}" if bugs else "")
+        return (f"ha-chaos replay {shlex.quote(str(self.plan_path))}" + (f" --bugs {shlex.quote(bugs)}" if bugs else "")
+                + (" --async-replication" if self.replication() == "asynchronous" else ""))
 
     # --- writing -----------------------------------------------------------------------------------------
     def write_plan(self, text: str) -> None:

@@ -14,6 +14,17 @@ from harness.topology.compose import Topology
 from harness.topology.signals import Terminated, terminate_gracefully
 
 
+def add_replication_flags(p: argparse.ArgumentParser) -> None:
+    """``--synchronous-mode`` (the default) / ``--async-replication``: the PostgreSQL replication mode of a
+    topology the command starts (dest ``synchronous_mode``: True, False)."""
+    sync = p.add_mutually_exclusive_group()
+    sync.add_argument("--synchronous-mode", dest="synchronous_mode", action="store_true", default=True,
+                      help="Patroni synchronous_mode: true, no acknowledged commit lost on failover (the default)")
+    sync.add_argument("--async-replication", dest="synchronous_mode", action="store_false",
+                      help="Patroni synchronous_mode: false - the known-unsafe mode: a failover may lose "
+                           "acknowledged commits")
+
+
 def _latest_detached() -> str:
     detached = [e for e in registry.entries() if e.detached]
     if not detached:
@@ -30,7 +41,8 @@ def _up(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, Terminated):
             print("interrupted: topology torn down")
             return 130
-    print(f"run {topo.run_id} is up (profile {args.profile}); `ha-chaos down` removes it")
+    print(f"run {topo.run_id} is up (profile {args.profile}, {topo.replication} PostgreSQL replication); "
+          "`ha-chaos down` removes it")
     _print_status(topo, as_json=False)
     return 0
 
@@ -38,7 +50,8 @@ def _up(args: argparse.Namespace) -> int:
 def _print_status(topo: Topology, *, as_json: bool) -> None:
     rows = topo.status()
     if as_json:
-        print(json.dumps({"run_id": topo.run_id, "profile": topo.profile, "primary": topo.primary(),
+        print(json.dumps({"run_id": topo.run_id, "profile": topo.profile, "replication": topo.replication,
+                          "primary": topo.primary(),
                           "services": [r.as_dict() for r in rows]}, indent=2))
         return
     table = Table(title=f"run {topo.run_id}")
@@ -74,16 +87,12 @@ def _down(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start a topology and leave it running (until `ha-chaos down`)")
     p.add_argument("--profile", choices=["postgres", "faultproxy", "full"], default="full",
-                   help="postgres: etcd + 2 Patroni nodes + pg-lb; full: the whole reference topology")
+                   help="postgres: 3 etcd + 3 Patroni nodes + pg-lb; full: the whole reference topology")
     p.add_argument("--port-base", type=int, default=18400,
                    help="fixed host ports: Ledger API p1/p2 = base+1/+2, PostgreSQL = base+32, "
                         "fault proxy = base+74 (0 = all ephemeral)")
     p.add_argument("--bugs", help="comma list of reference-node bug switches (HA_CHAOS_SUT_BUGS)")
-    sync = p.add_mutually_exclusive_group()
-    sync.add_argument("--synchronous-mode", dest="synchronous_mode", action="store_true", default=None,
-                      help="Patroni synchronous_mode: true (no acknowledged commit lost on failover)")
-    sync.add_argument("--async-replication", dest="synchronous_mode", action="store_false",
-                      help="Patroni synchronous_mode: false (the default)")
+    add_replication_flags(p)
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for health")
     p.set_defaults(func=_up)
 

@@ -137,12 +137,11 @@ class Topology:
             raise HarnessError(f"unknown profile {profile!r}", f"use one of {', '.join(PROFILE_FILES)}")
         self.profile = profile
         if synchronous_mode is None:
-            # Patroni's default (asynchronous). With it, a commit acknowledged by a primary that is then killed or
-            # isolated can be missing on the promoted replica: the curated plans patroni-leader-killed and
-            # pg-primary-isolated FAIL on correct nodes for that reason (a real finding, kept visible). With
-            # synchronous_mode (--synchronous-mode) they pass, but Patroni then refuses to promote a standby that is
-            # not yet the synchronous one, and CI's fault tests are not yet stable in that mode (see README).
-            synchronous_mode = False
+            # Synchronous replication, as production runs PostgreSQL HA: no acknowledged commit is lost on a
+            # failover. Asynchronous replication (Patroni's own default) is the known-unsafe option: a commit
+            # acknowledged by a primary that is then killed or isolated can be missing on the promoted replica
+            # (fault_plans/replication-stalled-primary-killed.yaml shows it on purpose).
+            synchronous_mode = True
         self.synchronous_mode = synchronous_mode
         self.run_id = run_id or registry.new_run_id()
         ports.validate_base(port_base)
@@ -164,6 +163,11 @@ class Topology:
         self._compose.project = self.run_id
         self._compose.run_env = self.env
         self.started = False
+
+    @property
+    def replication(self) -> str:
+        """The PostgreSQL replication mode this topology was started with: "synchronous" or "asynchronous"."""
+        return replication_name(self.env.get("HA_CHAOS_PG_SYNCHRONOUS_MODE", "true") == "true")
 
     # --- lifecycle ------------------------------------------------------------------------------------
     @classmethod
@@ -390,6 +394,10 @@ class Topology:
             return self.model.service(service).role
         except KeyError:
             return None
+
+
+def replication_name(synchronous: bool) -> str:
+    return "synchronous" if synchronous else "asynchronous"
 
 
 def _published(c: Container) -> dict[str, int]:

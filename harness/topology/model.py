@@ -63,7 +63,7 @@ class TopologyModel:
 
     def replicas(self, node: str) -> list[str]:
         """Replica service names of a logical node (``p1`` -> ``[p1a, p1b]``; ``sequencer`` -> all sequencers)."""
-        if node in {"sequencer", "postgres", "participant", "mediator"}:
+        if node in {"sequencer", "postgres", "participant", "mediator", "etcd"}:
             return [s.name for s in self.by_role(node)]
         return [s.name for s in self.services if s.node == node]
 
@@ -102,19 +102,20 @@ class TopologyModel:
 SEQUENCERS = ("seq1", "seq2", "seq3")
 MEDIATORS = ("med1a", "med1b")
 PARTICIPANTS = {"p1": ("p1a", "p1b"), "p2": ("p2a", "p2b")}
-PG_NODES = ("pg1", "pg2")
+PG_NODES = ("pg1", "pg2", "pg3")
+ETCD_NODES = ("etcd1", "etcd2", "etcd3")
 PG_LB_PORT = 5432
 SEQUENCER_API_PORT = 7000
 LINK_PORT_BASE = 20000
 
 
 def _postgres_services() -> list[Service]:
-    return [Service("etcd", "etcd"), *(Service(n, "postgres", "postgres") for n in PG_NODES),
+    return [*(Service(n, "etcd", "etcd") for n in ETCD_NODES), *(Service(n, "postgres", "postgres") for n in PG_NODES),
             Service("pg-lb", "pg-lb")]
 
 
 def postgres_model() -> TopologyModel:
-    """The ``postgres`` profile: etcd, two Patroni nodes, HAProxy routing to the primary."""
+    """The ``postgres`` profile: three etcd members, three Patroni nodes, HAProxy routing to the primary."""
     return TopologyModel(tuple(_postgres_services()))
 
 

@@ -1,11 +1,31 @@
 #!/bin/sh
 # Writes Patroni's configuration from the environment and execs Patroni.
-# PATRONI_NAME (pg1/pg2), ETCD_HOST (etcd:2379), PG_SYNCHRONOUS_MODE (true/false, the bootstrap value;
-# switchable at run time through Patroni's REST API: PATCH /config {"synchronous_mode": ...}).
+# PATRONI_NAME (pg1/pg2/pg3), ETCD_HOSTS (comma list, default etcd:2379), PG_SYNCHRONOUS_MODE (true/false, the
+# bootstrap value; switchable at run time through Patroni's REST API: PATCH /config {"synchronous_mode": ...}).
+#
+# Why these settings (PostgreSQL HA as production runs it; the reference topology's default):
+# - synchronous_mode: true, synchronous_node_count: 1. A commit is acknowledged only once one standby has it, and
+#   Patroni promotes only the standby it recorded as synchronous (the /sync key), so a failover never loses an
+#   acknowledged commit. With three nodes there are two standbys: when the synchronous one is lost the other is
+#   made synchronous, so a failover always has a candidate (with two nodes, one lost standby left none).
+# - synchronous_mode_strict: false. When NO standby is left, the primary goes on alone (Patroni empties
+#   synchronous_standby_names and records that no node is synchronous) instead of blocking every commit. That
+#   keeps the database available through the loss of both standbys, and stays loss-free on failover: with no
+#   synchronous standby recorded Patroni promotes nobody until the primary (which has every commit) is back. The
+#   price: while it runs alone, an acknowledged commit lives on one disk only - strict mode would pay for that
+#   with a write outage instead. Async mode (PG_SYNCHRONOUS_MODE=false) is the known-unsafe option.
+# - maximum_lag_on_failover: 16 MB (one WAL segment). With synchronous_mode it never decides (the synchronous
+#   standby has every acknowledged commit); with async replication it is the bound on what one failover may lose:
+#   a replica further behind the last position the leader reported is not promoted.
+# - wal_sender_timeout / wal_receiver_timeout 5 s (default 60 s): a standby that stopped acknowledging (cut,
+#   frozen) is dropped from synchronous replication within seconds, so commits do not hang for a minute.
+# - use_pg_rewind, and remove_data_directory_on_rewind_failure / _on_diverged_timelines: a former primary that
+#   diverged (it committed WAL the new primary never got) rejoins by pg_rewind, or by a fresh base backup when
+#   rewinding is impossible - never by following a timeline it cannot.
 set -eu
 : "${PATRONI_NAME:?PATRONI_NAME is required}"
-: "${ETCD_HOST:=etcd:2379}"
-: "${PG_SYNCHRONOUS_MODE:=false}"
+: "${ETCD_HOSTS:=${ETCD_HOST:-etcd:2379}}"
+: "${PG_SYNCHRONOUS_MODE:=true}"
 : "${PATRONI_TTL:=10}"
 : "${PATRONI_LOOP_WAIT:=2}"
 : "${PATRONI_RETRY_TIMEOUT:=4}"
@@ -19,14 +39,16 @@ restapi:
   listen: 0.0.0.0:8008
   connect_address: ${PATRONI_NAME}:8008
 etcd3:
-  hosts: ${ETCD_HOST}
+  hosts: ${ETCD_HOSTS}
 bootstrap:
   dcs:
     ttl: ${PATRONI_TTL}
     loop_wait: ${PATRONI_LOOP_WAIT}
     retry_timeout: ${PATRONI_RETRY_TIMEOUT}
-    maximum_lag_on_failover: 1048576
+    maximum_lag_on_failover: 16777216
     synchronous_mode: ${PG_SYNCHRONOUS_MODE}
+    synchronous_mode_strict: false
+    synchronous_node_count: 1
     postgresql:
       use_pg_rewind: true
       use_slots: true
@@ -40,6 +62,8 @@ bootstrap:
         wal_keep_size: 128MB
         fsync: "on"
         synchronous_commit: "on"
+        wal_sender_timeout: 5s
+        wal_receiver_timeout: 5s
   initdb:
     - encoding: UTF8
     - data-checksums
@@ -48,6 +72,8 @@ postgresql:
   listen: 0.0.0.0:5432
   connect_address: ${PATRONI_NAME}:5432
   data_dir: ${DATA}
+  remove_data_directory_on_rewind_failure: true
+  remove_data_directory_on_diverged_timelines: true
   bin_dir: /usr/lib/postgresql/15/bin
   pgpass: /tmp/pgpass
   basebackup:

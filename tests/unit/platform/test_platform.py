@@ -271,10 +271,20 @@ def test_db_failover_bench_reports_a_failover_that_never_happened() -> None:
     assert failures([ok, sync_ok]) == []  # loss without synchronous_mode is reported, not a failure
     assert failures([ok, stuck]) == ["kill 2 (synchronous_mode=false, pg2 killed): writes did not resume within "
                                      "60 s, no new leader was elected"]
-    assert summarize([ok, stuck])["synchronous_mode=false"]["writes_never_resumed"] == 1
+    assert summarize([ok, stuck])["synchronous_mode=false fault=kill"]["writes_never_resumed"] == 1
     lost = FailoverSample(True, "pg1", "pg2", 10.2, False, None, 600, 2)
     assert failures([lost]) == ["kill 1 (synchronous_mode=true, pg1 killed): pg1 did not rejoin as a streaming "
-                                "replica", "synchronous_mode=true: 2 acknowledged writes lost"]
+                                "replica", "synchronous_mode=true fault=kill: 2 acknowledged writes lost"]
+    # stall-kill: async loss is reported only; with synchronous replication nobody is promoted (new leader None)
+    # and the old leader leading again is the expected recovery; a loss there is a failure
+    async_loss = FailoverSample(False, "pg1", "pg2", 11.0, True, 6.0, 900, 412, fault="stall-kill")
+    sync_back = FailoverSample(True, "pg2", None, 31.0, True, None, 1200, 0, fault="stall-kill")
+    assert failures([async_loss, sync_back]) == []
+    assert summarize([async_loss, sync_back])["synchronous_mode=false fault=stall-kill"][
+        "acknowledged_writes_lost"] == 412
+    sync_lost = FailoverSample(True, "pg2", None, 31.0, False, None, 1200, 5, fault="stall-kill")
+    assert failures([sync_lost]) == ["stall-kill 1 (synchronous_mode=true, pg2 killed): pg2 did not resume as "
+                                     "leader", "synchronous_mode=true fault=stall-kill: 5 acknowledged writes lost"]
 
 
 def test_sigterm_handling_while_a_topology_is_owned() -> None:
