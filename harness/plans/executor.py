@@ -26,7 +26,7 @@ from harness.plans.conditions import Condition
 from harness.plans.injector import Applied, FaultInjector, Resolution
 from harness.plans.journal import JOURNAL_NAME, FaultJournal
 from harness.plans.schema import Plan, StepBase
-from harness.plans.targets import ResolutionError, TopologyView, resolve
+from harness.plans.targets import ResolutionError, StepRef, TopologyView, resolve
 from harness.topology.signals import Terminated, terminate_gracefully
 
 __all__ = ["ExecutionResult", "Executor", "HealFailed", "StepRun", "Terminated"]
@@ -73,6 +73,7 @@ class StepRun:
     verified_t: float | None = None
     healed_t: float | None = None
     resolved: list[str] = field(default_factory=list)
+    groups: list[list[str]] | None = None  # a partition's resolved groups (what step(N, G) refers to)
     error: str | None = None
     heal_reason: str | None = None
     applied: Applied | None = None
@@ -192,11 +193,38 @@ class Executor:
         return {"step": i, "kind": step.kind_name, "target": step.target, "params": params}
 
     def _resolve(self, step: StepBase) -> tuple[list[str], list[list[str]] | None]:
-        if step.kind_name == "partition":
-            groups = [list(dict.fromkeys(n for t in g for n in resolve(t, self.view, self.rng)))
-                      for g in step.params.groups]  # type: ignore[attr-defined]
+        def names(texts: list[str]) -> list[str]:
+            return list(dict.fromkeys(n for t in texts for n in resolve(t, self.view, self.rng,
+                                                                        steps=self._step_targets)))
+
+        if step.groups is not None:
+            groups = [names(g) for g in step.groups]
             return [n for g in groups for n in g], groups
-        return list(dict.fromkeys(n for t in step.targets for n in resolve(t, self.view, self.rng))), None
+        return names(step.targets), None
+
+    def _step_targets(self, ref: StepRef) -> list[str]:
+        """``step(N)``: what step N resolved to when it fired (validation made N an earlier step)."""
+        run = self.runs[ref.index]
+        if not run.resolved:
+            raise ResolutionError(f"{ref}: step {ref.index} hit nothing ({run.state})")
+        if ref.group is None:
+            return list(run.resolved)
+        if run.groups is None or ref.group >= len(run.groups):
+            raise ResolutionError(f"{ref}: step {ref.index} has no group {ref.group}")
+        return list(run.groups[ref.group])
+
+    def _aim(self, step: StepBase) -> str | None:
+        """For a step aiming at earlier steps (``step(N)``): "wait" while one of them has not fired yet (it may
+        be due later, or wait for a condition), a reason to skip it if one never hit anything (skipped, or
+        failed before resolving), None when it can fire."""
+        for ref in step.step_references():
+            run = self.runs[ref.index]
+            if run.resolved:
+                continue
+            if run.state == "pending":
+                return "wait"
+            return f"{ref} {run.state} without hitting anything: nothing to aim at"
+        return None
 
     def _fire(self, run: StepRun, step: StepBase) -> None:
         run.fired_t = self.clock.now()
@@ -217,7 +245,7 @@ class Executor:
             run.state, run.error = "failed", f"resolution: {kind}{exc}{waited}"
             self._event("nemesis", "fail", step.kind_name, {**value, "error": run.error})
             return
-        run.resolved, run.fault_id = targets, f"{self.fault_prefix}-s{run.index}"
+        run.resolved, run.groups, run.fault_id = targets, groups, f"{self.fault_prefix}-s{run.index}"
         res = Resolution(run.index, run.fault_id, targets, groups)
         run.open = True
         self.journal.intent(run.fault_id, step=run.index, kind=step.kind_name, target=step.target,
@@ -292,13 +320,16 @@ class Executor:
                     if holds:
                         run.due_t = now + step.delay
                     elif holds is None or now - run.armed_t >= step.max_wait:
-                        run.state = "skipped"
-                        run.error = f"condition {step.after} not met within {step.max_wait:g} s" \
-                            if holds is not None else f"condition {step.after} can no longer hold"
-                        self._event("nemesis", "info", step.kind_name,
-                                    {**self._base_value(i, step), "skipped": run.error})
+                        self._skip(run, step, f"condition {step.after} not met within {step.max_wait:g} s"
+                                   if holds is not None else f"condition {step.after} can no longer hold")
                         continue
             if run.due_t is not None and now >= run.due_t:
+                aim = self._aim(step)
+                if aim == "wait":
+                    continue  # fires once the step it aims at has fired
+                if aim is not None:
+                    self._skip(run, step, aim)
+                    continue
                 self._fire(run, step)
                 if run.state == "failed" and self.stop_on_fail:
                     result.aborted = True
@@ -317,13 +348,18 @@ class Executor:
                     self._heal(run, step, "max_wait")
         return all(r.state not in ("pending", "active") for r in self.runs)
 
+    def _skip(self, run: StepRun, step: StepBase, reason: str) -> None:
+        run.state, run.error = "skipped", reason
+        self._event("nemesis", "info", step.kind_name, {**self._base_value(run.index, step), "skipped": reason})
+
     def _next_wait(self, t0: float) -> float:
         """Sleep until the next known deadline (so ``at`` steps fire on time), polling at least every POLL_S."""
         now = self.clock.now()
         deadlines = [POLL_S]
         for run, step in zip(self.runs, self.plan.steps, strict=True):
             if run.state == "pending" and (due := run.due_t if step.at is None else t0 + step.at) is not None:
-                deadlines.append(due - now)
+                if due > now:  # one already due is waiting for the step it aims at: polled
+                    deadlines.append(due - now)
             elif run.state == "active" and step.duration is not None and run.verified_t is not None:
                 deadlines.append(run.verified_t + step.duration - now)
         return max(0.0, min(deadlines))

@@ -14,12 +14,15 @@ step before it has fired (so chains like "kill, wait for the failover, kill agai
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from harness.plans.conditions import Condition, parse_condition
-from harness.plans.targets import Selector, SelectorError, Sort, check, parse
+from harness.plans.targets import Selector, SelectorError, Sort, StepRef, check, parse, step_refs, union_sort
 from harness.plans.toxics import TOXIC_TYPES, Fraction, Strict, ToxicParams
 from harness.topology.model import TopologyModel, reference_model
 
@@ -30,7 +33,12 @@ MAX_SECONDS = 3600.0
 
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
 PosSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
-TargetSpec = str | Annotated[list[str], Field(min_length=1, max_length=32)]
+SELECTOR_HELP = ("a service or link name (p1a, p1a-db) or a selector resolved when the step fires: active(P) "
+                 "passive(P) primary(postgres) replica(postgres) any(G) all(G) k_of(G, K) db_link(S) seq_links(S) "
+                 "seq_link(S, SEQ) links(S); step(N) is what earlier step N hit when it fired, step(N, G) group G "
+                 "of partition step N")
+TargetSpec = Annotated[str | Annotated[list[str], Field(min_length=1, max_length=32)],
+                       Field(description=f"{SELECTOR_HELP}; or a list of them")]
 
 
 
@@ -65,7 +73,7 @@ class StopParams(Strict):
 
 class PartitionParams(Strict):
     groups: Annotated[list[Annotated[list[str], Field(min_length=1, max_length=32)]],
-                      Field(min_length=2, max_length=8)]
+                      Field(min_length=2, max_length=8, description=f"services, each {SELECTOR_HELP}")]
     direction: Literal["two_way", "one_way"] = Field(
         "two_way", description="one_way: packets from the first group to the others are dropped")
 
@@ -76,7 +84,7 @@ class PartitionParams(Strict):
         for group in groups:
             for text in group:
                 sort = _check_target(text, model)
-                if sort.what != "service":
+                if sort is not None and sort.what != "service":
                     raise ValueError(f"partition groups hold services, but {text!r} denotes links")
         return groups
 
@@ -94,9 +102,12 @@ class DbFailoverParams(Strict):
 
 
 # --- steps -----------------------------------------------------------------------------------------------
-def _check_target(text: str, model: TopologyModel) -> Sort:
+def _check_target(text: str, model: TopologyModel) -> Sort | None:
+    """The sort of one target text; None for one that holds ``step(N)``: that needs the whole plan, and
+    ``cross_reference_problems`` checks it (its syntax is checked here)."""
     try:
-        return check(parse(text), model)
+        sel = parse(text)
+        return None if step_refs(sel) else check(sel, model)
     except SelectorError as exc:
         raise ValueError(str(exc)) from None
 
@@ -137,12 +148,20 @@ class StepBase(Strict):
         model = model_from(info)
         for text in [v] if isinstance(v, str) else v:
             sort = _check_target(text, model)
-            if sort.what != cls.TARGET:
-                raise ValueError(f"{text!r} denotes {sort.what}s, but this kind needs {cls.TARGET}s")
-            if cls.TARGET_TAGS and not sort.tags <= cls.TARGET_TAGS:
-                raise ValueError(f"{text!r} may be a {'/'.join(sorted(sort.tags))}; this kind needs "
-                                 f"{' or '.join(sorted(cls.TARGET_TAGS))}")
+            problem = cls.target_problem(text, sort) if sort is not None else None
+            if problem:
+                raise ValueError(problem)
         return v
+
+    @classmethod
+    def target_problem(cls, text: str, sort: Sort) -> str | None:
+        """Why a target of this sort does not fit this kind (None: it fits)."""
+        if sort.what != cls.TARGET:
+            return f"{text!r} denotes {sort.what}s, but this kind needs {cls.TARGET}s"
+        if cls.TARGET_TAGS and not sort.tags <= cls.TARGET_TAGS:
+            return (f"{text!r} may be a {'/'.join(sorted(sort.tags))}; this kind needs "
+                    f"{' or '.join(sorted(cls.TARGET_TAGS))}")
+        return None
 
     @model_validator(mode="after")
     def _timing(self) -> StepBase:
@@ -178,6 +197,16 @@ class StepBase(Strict):
     def selectors(self) -> list[Selector]:
         return [parse(t) for t in self.targets]
 
+    @property
+    def groups(self) -> list[list[str]] | None:
+        """A partition's groups as written; None for the other kinds."""
+        return None
+
+    def step_references(self) -> list[StepRef]:
+        """Every ``step(N)`` in this step's targets and partition groups."""
+        texts = self.targets + [t for g in self.groups or [] for t in g]
+        return [r for t in texts for r in step_refs(parse(t))]
+
     def after_condition(self) -> Condition | None:
         return parse_condition(self.after) if self.after else None
 
@@ -203,6 +232,10 @@ class PartitionStep(StepBase):
     TARGET: ClassVar[None] = None
     kind: Literal["partition"]
     params: PartitionParams
+
+    @property
+    def groups(self) -> list[list[str]] | None:
+        return self.params.groups
 
 
 class KillStep(StepBase):
@@ -380,10 +413,112 @@ def cross_reference_problems(plan: Plan, model: TopologyModel) -> list[tuple[tup
                 if not ok:
                     problems.append((("steps", i, field), f"{cond} must refer to "
                                      + ("an earlier step" if field == "after" else "another step")))
+    problems += step_reference_problems(plan, model)
     if plan.recovery_bound_s > plan.quiet_period:
         problems.append((("recovery_bound_s",), f"{plan.recovery_bound_s:g} exceeds quiet_period "
                          f"({plan.quiet_period:g}): recovery could not be confirmed"))
     return problems
+
+
+# --- step(N): what an earlier step hit -------------------------------------------------------------------------
+Loc = tuple[str | int, ...]
+
+
+class _Unknown(Exception):
+    """A reference to a step whose own targets are broken: that step's error is reported, not this one."""
+
+
+def step_reference_problems(plan: Plan, model: TopologyModel) -> list[tuple[Loc, str]]:
+    """Check every target that holds ``step(N)``: N names an earlier step with a service target (a group that
+    exists, for ``step(N, G)``), and what that step hit fits where the reference stands (``db_link(step(0))``
+    needs nodes with DB links; a kill's target must be services)."""
+    return _References(plan, model).check_all()
+
+
+@dataclass
+class _References:
+    plan: Plan
+    model: TopologyModel
+    problems: list[tuple[Loc, str]] = dataclass_field(default_factory=list)
+    #: per step checked so far: the sort of each target (a partition: of each group); None if one did not check
+    known: list[list[Sort] | None] = dataclass_field(default_factory=list)
+
+    def check_all(self) -> list[tuple[Loc, str]]:
+        for i, step in enumerate(self.plan.steps):
+            sorts: list[Sort] | None = []
+            if step.groups is not None:
+                for gi, group in enumerate(step.groups):
+                    members = [self._checked(i, t, ("steps", i, "params", "groups", gi, ti), _group_fit)
+                               for ti, t in enumerate(group)]
+                    good = [m for m in members if m is not None]
+                    sorts = [*sorts, union_sort(good)] if sorts is not None and len(good) == len(members) else None
+            else:
+                for ti, text in enumerate(step.targets):
+                    loc: Loc = ("steps", i, "target") if isinstance(step.target, str) else ("steps", i, "target", ti)
+                    sort = self._checked(i, text, loc, step.target_problem)
+                    sorts = [*sorts, sort] if sorts is not None and sort is not None else None
+            self.known.append(sorts)
+        return self.problems
+
+    def _checked(self, i: int, text: str, loc: Loc, fits: Callable[[str, Sort], str | None]) -> Sort | None:
+        """The sort of one target of step ``i`` (None, with a problem recorded, if it does not check)."""
+        try:
+            sel = parse(text)
+            sort = check(sel, self.model, steps=lambda ref: self._sort_of(i, ref))
+        except _Unknown:
+            return None
+        except SelectorError as exc:
+            self.problems.append((loc, str(exc)))
+            return None
+        problem = fits(text, sort) if step_refs(sel) else None  # the others were checked field by field
+        if problem:
+            self.problems.append((loc, problem))
+            return None
+        return sort
+
+    def _service_sort(self, n: int, group: int | None) -> Sort | None:
+        """What step ``n`` hit (its group ``group``), if it hits services."""
+        sorts = self.known[n]
+        if sorts is None:
+            return None
+        if self.plan.steps[n].groups is not None and group is not None:
+            return sorts[group]
+        services = [s for s in sorts if s.what == "service"]
+        return union_sort(services) if services else None
+
+    def _nearest(self, i: int) -> str:
+        earlier = [n for n in range(i - 1, -1, -1) if self._service_sort(n, None) is not None]
+        return f"; did you mean step({earlier[0]})?" if earlier else " (no earlier step hits services)"
+
+    def _sort_of(self, i: int, ref: StepRef) -> Sort:
+        n, steps = ref.index, self.plan.steps
+        if n == i:
+            raise SelectorError(f"{ref} refers to this step itself: name an earlier step{self._nearest(i)}")
+        if n >= len(steps):
+            raise SelectorError(f"{ref}: there is no step {n} (the plan has {len(steps)}){self._nearest(i)}")
+        if n > i:
+            raise SelectorError(f"{ref} refers to a later step: step(N) must refer to an earlier step"
+                                f"{self._nearest(i)}")
+        if self.known[n] is None:
+            raise _Unknown
+        ref_step, groups = steps[n], steps[n].groups
+        if groups is None and ref.group is not None:
+            raise SelectorError(f"{ref}: step {n} is a {ref_step.kind_name}, not a partition: write step({n})")
+        if groups is not None and ref.group is not None and ref.group >= len(groups):
+            raise SelectorError(f"{ref}: step {n} has {len(groups)} groups; write one of "
+                                + ", ".join(f"step({n}, {g})" for g in range(len(groups))))
+        sort = self._service_sort(n, ref.group)
+        if sort is None:
+            raise SelectorError(f"{ref}: step {n} ({ref_step.kind_name}) has no service target (its target is "
+                                f"links){self._nearest(i)}")
+        if ref_step.at is not None and steps[i].at is not None and ref_step.at > steps[i].at:  # type: ignore[operator]
+            raise SelectorError(f"{ref}: step {n} fires at {ref_step.at:g} s, after this step ({steps[i].at:g} s): "
+                                "fire this one no earlier")
+        return sort
+
+
+def _group_fit(text: str, sort: Sort) -> str | None:
+    return None if sort.what == "service" else f"partition groups hold services, but {text!r} denotes links"
 
 
 def validate_plan(data: Any, model: TopologyModel | None = None) -> Plan:

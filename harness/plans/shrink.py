@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from harness.errors import HarnessError
 from harness.plans.loader import dump_plan
 from harness.plans.schema import Plan, plan_to_data, validate_plan
+from harness.plans.targets import Selector, SelectorError, StepRef, parse, substitute_steps
 from harness.plans.timeline import nominal_timeline
 from harness.topology.model import TopologyModel
 
@@ -65,8 +66,25 @@ def replay(plan: Plan, runner: Runner, times: int) -> ReplayResult:
 
 
 # --- candidates ----------------------------------------------------------------------------------------------
+def _retarget(texts: list[str], plan: Plan, new_index: dict[int, int]) -> list[str]:
+    """Targets with their ``step(N)`` renumbered; a reference to a removed step becomes what that step was written
+    with (``step(0, 0)`` -> ``active(p1)``): re-resolved instead of reused, the nearest plan without step 0.
+    SelectorError when that has no single equivalent inside a function."""
+    def replace(ref: StepRef) -> list[Selector]:
+        if ref.index in new_index:
+            return [StepRef(new_index[ref.index], ref.group)]
+        src = plan.steps[ref.index]
+        groups = src.groups
+        written = src.targets if groups is None else groups[ref.group] if ref.group is not None else \
+            [t for g in groups for t in g]
+        return [sel for t in written for sel in substitute_steps(parse(t), replace)]
+
+    return list(dict.fromkeys(str(sel) for t in texts for sel in substitute_steps(parse(t), replace)))
+
+
 def _renumber(data: dict[str, Any], removed: set[int], plan: Plan) -> dict[str, Any] | None:
-    """Drop steps; rewrite references to removed steps as nominal times, renumber the rest."""
+    """Drop steps; rewrite references to removed steps as nominal times (conditions) or as the targets the removed
+    step was written with (``step(N)``), renumber the rest. None: nothing left, or no faithful rewrite."""
     tl = {r.index: r for r in nominal_timeline(plan).rows}
     new_index = {}
     for i in range(len(plan.steps)):
@@ -91,6 +109,16 @@ def _renumber(data: dict[str, Any], removed: set[int], plan: Plan) -> dict[str, 
             else:
                 step.pop("until")
                 step["duration"] = max(MIN_DURATION, round(tl[i].end - tl[i].start, 1))
+        if plan.steps[i].step_references():
+            try:
+                if "target" in step:
+                    texts = _retarget(plan.steps[i].targets, plan, new_index)
+                    step["target"] = texts[0] if isinstance(step["target"], str) and len(texts) == 1 else texts
+                if plan.steps[i].groups is not None:
+                    groups = [_retarget(g, plan, new_index) for g in plan.steps[i].groups]  # type: ignore[union-attr]
+                    step["params"] = {**step["params"], "groups": groups}
+            except SelectorError:
+                return None
         steps.append(step)
     return {**data, "steps": steps} if steps else None
 

@@ -14,11 +14,19 @@ Grammar (whitespace ignored)::
               | primary(postgres) | replica(postgres) the PostgreSQL leader / every standby (all of them)
               | any(GROUP) | all(GROUP) | k_of(GROUP, K)
               | db_link(selector) | seq_links(selector) | seq_link(selector, selector) | links(selector)
+              | step(N) | step(N, G)               what earlier step N of the plan hit (its group G)
     GROUP   := role (sequencer, participant, mediator, postgres, etcd) | pair (p1, med1) | selector
     PAIR    := pair name (p1, p2, med1) or a role with exactly one pair (mediator)
 
 ``replica(postgres)`` is every standby, as ``passive(P)`` is every passive replica: with three PostgreSQL nodes
 that is two services. ``any(replica(postgres))`` picks one (a healthy one), ``k_of(etcd, 2)`` two etcd members.
+
+``step(N)`` is not re-resolved: it stands for the services step N *resolved to when it fired*, as recorded in
+the history (``resolved``; a partition: every member of its groups, ``step(N, G)`` group G alone). So "partition
+the active replica of p1, then pause that same replica" stays one replica even if the partition starts a
+failover, where a second ``active(p1)`` would find the new active, or none mid-failover. N must be an earlier
+step of the same plan whose target is services (every kind but the link kinds); the check needs the whole plan
+(``check(..., steps=...)``), the resolution the executor's record (``resolve(..., steps=...)``).
 
 Random choices (``any``, ``k_of``) draw from a ``random.Random`` seeded from the plan seed, over candidates
 in sorted order, so the same seed and the same observed state give the same choice. Real containers still
@@ -30,6 +38,7 @@ from __future__ import annotations
 import difflib
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -37,7 +46,7 @@ from harness.topology.model import TopologyModel
 
 GROUP_ROLES = ("sequencer", "participant", "mediator", "postgres", "etcd")
 FUNCTIONS = ("active", "passive", "primary", "replica", "any", "all", "k_of", "db_link", "seq_links",
-             "seq_link", "links")
+             "seq_link", "links", "step")
 
 
 class SelectorError(ValueError):
@@ -74,7 +83,23 @@ class Call:
         return f"{self.fn}({', '.join(parts)})"
 
 
-Selector = Name | Call
+@dataclass(frozen=True)
+class StepRef:
+    """``step(N)``: the services step N of the same plan resolved to when it fired; ``step(N, G)``: group G of
+    that (partition) step."""
+
+    index: int
+    group: int | None = None
+
+    def __str__(self) -> str:
+        return f"step({self.index})" if self.group is None else f"step({self.index}, {self.group})"
+
+
+Selector = Name | Call | StepRef
+#: the static sort of a ``step(N)`` reference (raises SelectorError for a reference the plan cannot satisfy)
+StepSorts = Callable[[StepRef], "Sort"]
+#: what a ``step(N)`` reference resolved to (raises ResolutionError when the step has hit nothing)
+StepTargets = Callable[[StepRef], list[str]]
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+)(?![A-Za-z_.-])|(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)|(?P<p>[(),]))")
 
@@ -114,7 +139,10 @@ class _Parser:
         tok = self._peek()
         if tok is None or tok[1] != value:
             where = f"{tok[1]!r} at column {tok[2] + 1}" if tok else "end of target"
-            raise SelectorError(f"expected {value!r}, found {where}")
+            # YAML splits a flow list or mapping at every comma: [k_of(sequencer, 2)] is two strings
+            hint = ("; inside a YAML [...] or {...}, quote a target that holds a comma: 'step(0, 1)'"
+                    if tok is None and value == ")" else "")
+            raise SelectorError(f"expected {value!r}, found {where}{hint}")
         self.i += 1
 
     def selector(self, depth: int) -> Selector:
@@ -132,6 +160,8 @@ class _Parser:
         if fn not in FUNCTIONS:
             raise SelectorError(f"unknown function {fn!r}{_suggest(fn, FUNCTIONS)}")
         self.i += 1
+        if fn == "step":
+            return self._step_ref()
         args: list[Selector] = [self.selector(depth + 1)]
         k: int | None = None
         while (t := self._peek()) is not None and t[1] == ",":
@@ -149,6 +179,51 @@ class _Parser:
         if fn == "k_of" and (k is None or k < 1):
             raise SelectorError("k_of(GROUP, K) needs an integer K >= 1")
         return Call(fn, tuple(args), k)
+
+
+    def _number(self, what: str) -> int:
+        tok = self._peek()
+        if tok is None or tok[0] != "num":
+            where = f"{tok[1]!r} at column {tok[2] + 1}" if tok else "end of target"
+            raise SelectorError(f"step(N) takes {what}, e.g. step(0) or step(0, 1) (a partition's group 1); "
+                                f"found {where}")
+        self.i += 1
+        return int(tok[1])
+
+    def _step_ref(self) -> StepRef:
+        index = self._number("the index of an earlier step of this plan")
+        group = None
+        if (t := self._peek()) is not None and t[1] == ",":
+            self.i += 1
+            group = self._number("a group index as its second argument")
+        self._expect(")")
+        return StepRef(index, group)
+
+
+def step_refs(sel: Selector) -> list[StepRef]:
+    """Every ``step(N)`` inside ``sel``, outermost first."""
+    if isinstance(sel, StepRef):
+        return [sel]
+    if isinstance(sel, Call):
+        return [r for a in sel.args for r in step_refs(a)]
+    return []
+
+
+def substitute_steps(sel: Selector, replace: Callable[[StepRef], list[Selector]]) -> list[Selector]:
+    """``sel`` with every ``step(N)`` replaced by ``replace(ref)`` (a renumbered reference, or the selectors step N
+    was written with). A reference that is the whole selector may become several; inside a function it must stay
+    one (SelectorError otherwise: ``db_link(step(0))`` has no single equivalent when step 0 named two targets)."""
+    if isinstance(sel, StepRef):
+        return replace(sel)
+    if isinstance(sel, Name):
+        return [sel]
+    args = []
+    for a in sel.args:
+        sub = substitute_steps(a, replace)
+        if len(sub) != 1:
+            raise SelectorError(f"{a} stands for {len(sub)} selectors inside {sel.fn}()")
+        args.append(sub[0])
+    return [Call(sel.fn, tuple(args), sel.k)]
 
 
 def _suggest(word: str, options: object) -> str:
@@ -187,8 +262,16 @@ def _group_members(model: TopologyModel, name: str) -> list[str] | None:
     return None
 
 
-def check(sel: Selector, model: TopologyModel, *, top: bool = True) -> Sort:
-    """Type-check ``sel`` against the static model; raise SelectorError with a suggestion on a bad name."""
+def check(sel: Selector, model: TopologyModel, *, top: bool = True, steps: StepSorts | None = None) -> Sort:
+    """Type-check ``sel`` against the static model; raise SelectorError with a suggestion on a bad name.
+
+    ``steps`` gives the sort of a ``step(N)`` reference (the schema builds it from the plan); without it a
+    selector holding one cannot be checked.
+    """
+    if isinstance(sel, StepRef):
+        if steps is None:
+            raise SelectorError(f"{sel} refers to another step of the plan: check it with the whole plan")
+        return steps(sel)
     if isinstance(sel, Name):
         n = sel.name
         if not top and (members := _group_members(model, n)):
@@ -217,13 +300,13 @@ def check(sel: Selector, model: TopologyModel, *, top: bool = True) -> Sort:
             raise SelectorError("this topology has no postgres nodes")
         return Sort("service", frozenset({"postgres"}), fn == "replica")
     if fn in ("any", "all", "k_of"):
-        inner = check(args[0], model, top=False)
+        inner = check(args[0], model, top=False, steps=steps)
         if fn == "k_of" and isinstance(args[0], Name) and (members := _group_members(model, args[0].name)) \
                 and sel.k is not None and sel.k > len(members):
             raise SelectorError(f"k_of({args[0]}, {sel.k}): {args[0]} has only {len(members)} members")
         return Sort(inner.what, inner.tags, fn != "any" and (fn == "all" or (sel.k or 1) > 1))
     # link functions: the inner selector must denote services that own such links
-    inner = check(args[0], model, top=False)
+    inner = check(args[0], model, top=False, steps=steps)
     if inner.what != "service":
         raise SelectorError(f"{fn}() takes services, but {args[0]} denotes links")
     owners = {model.service(lk.client).role for lk in model.links
@@ -235,7 +318,7 @@ def check(sel: Selector, model: TopologyModel, *, top: bool = True) -> Sort:
     if fn == "db_link":
         return Sort("link", frozenset({"db"}), inner.many)
     if fn == "seq_link":
-        seq = check(args[1], model, top=False)
+        seq = check(args[1], model, top=False, steps=steps)
         if seq.what != "service" or seq.tags != frozenset({"sequencer"}):
             raise SelectorError(f"seq_link(NODE, SEQUENCER): {args[1]} is not a sequencer")
         return Sort("link", frozenset({"sequencer"}), inner.many or seq.many)
@@ -244,9 +327,16 @@ def check(sel: Selector, model: TopologyModel, *, top: bool = True) -> Sort:
     return Sort("link", frozenset({"db", "sequencer"}), True)  # links()
 
 
-def parse_and_check(text: str, model: TopologyModel) -> tuple[Selector, Sort]:
+def parse_and_check(text: str, model: TopologyModel, steps: StepSorts | None = None) -> tuple[Selector, Sort]:
     sel = parse(text)
-    return sel, check(sel, model)
+    return sel, check(sel, model, steps=steps)
+
+
+def union_sort(sorts: list[Sort]) -> Sort:
+    """The sort of several targets taken together (a step's target list, a partition group)."""
+    whats = {s.what for s in sorts}
+    what: Literal["service", "link"] = "link" if whats == {"link"} else "service"
+    return Sort(what, frozenset().union(*(s.tags for s in sorts)), len(sorts) > 1 or any(s.many for s in sorts))
 
 
 # --- resolution -------------------------------------------------------------------------------------------
@@ -302,18 +392,27 @@ def _dedup(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def resolve(sel: Selector | str, view: TopologyView, rng: random.Random) -> list[str]:
-    """Concrete service or link names for ``sel`` now; ResolutionError if it matches nothing."""
+def resolve(sel: Selector | str, view: TopologyView, rng: random.Random, *,
+            steps: StepTargets | None = None) -> list[str]:
+    """Concrete service or link names for ``sel`` now; ResolutionError if it matches nothing.
+
+    ``steps`` answers ``step(N)`` references from the executor's record of what each step hit.
+    """
     if isinstance(sel, str):
         sel = parse(sel)
-    out = _resolve(sel, view, rng, top=True)
+    out = _resolve(sel, view, rng, top=True, steps=steps)
     if not out:
         raise ResolutionError(f"{sel} matches nothing right now")
     return out
 
 
-def _resolve(sel: Selector, view: TopologyView, rng: random.Random, *, top: bool) -> list[str]:
+def _resolve(sel: Selector, view: TopologyView, rng: random.Random, *, top: bool,
+             steps: StepTargets | None = None) -> list[str]:
     model = view.model
+    if isinstance(sel, StepRef):
+        if steps is None:
+            raise ResolutionError(f"{sel}: no record of the plan's earlier steps to resolve it against")
+        return list(steps(sel))
     if isinstance(sel, Name):
         if not top and (members := _group_members(model, sel.name)):
             return members
@@ -335,7 +434,7 @@ def _resolve(sel: Selector, view: TopologyView, rng: random.Random, *, top: bool
             return [prim]
         return [s.name for s in model.by_role("postgres") if s.name != prim]
     if fn in ("any", "all", "k_of"):
-        cands = _resolve(args[0], view, rng, top=False)
+        cands = _resolve(args[0], view, rng, top=False, steps=steps)
         if fn == "all":
             return cands
         is_service = set(cands) <= set(model.service_names)
@@ -344,13 +443,13 @@ def _resolve(sel: Selector, view: TopologyView, rng: random.Random, *, top: bool
         if len(pool) < k:
             raise ResolutionError(f"{sel}: only {len(pool)} healthy candidate(s) of {len(cands)}")
         return sorted(rng.sample(pool, k))
-    nodes = _resolve(args[0], view, rng, top=False)
+    nodes = _resolve(args[0], view, rng, top=False, steps=steps)
     if fn == "db_link":
         return _dedup([lk.name for n in nodes for lk in model.links_of(n, "db")])
     if fn == "seq_links":
         return _dedup([lk.name for n in nodes for lk in model.links_of(n, "sequencer")])
     if fn == "links":
         return _dedup([lk.name for n in nodes for lk in model.links_of(n)])
-    seqs = set(_resolve(args[1], view, rng, top=False))  # seq_link
+    seqs = set(_resolve(args[1], view, rng, top=False, steps=steps))  # seq_link
     return _dedup([lk.name for n in nodes for lk in model.links_of(n, "sequencer")
                    if lk.upstream_service in seqs])

@@ -64,6 +64,10 @@ def nominal_timeline(plan: Plan) -> Timeline:
                 wait_from = plan.warmup_s if prev is None else prev
                 start, a = _cond_time(step.after_condition(), wait_from, starts, ends, step.max_wait)  # type: ignore[arg-type]
                 start += step.delay
+            for ref in step.step_references():  # a step aiming at step(N) fires once step N has fired
+                ref_start = starts[ref.index]  # N < i: set in this pass
+                if ref_start is not None and ref_start > start:
+                    start, a = ref_start, a or approx[ref.index]
             if step.is_instant:
                 end = start
             elif step.duration is not None:
