@@ -3,8 +3,10 @@
 Why this shape (model, "Active/passive replicas"): the main lock lives exactly as long as one dedicated
 connection, so a replica is active exactly while that connection is alive. Fencing: every write connection holds
 the *writers* lock in shared mode; a replica becoming active first takes the writers lock exclusively, which only
-succeeds once all write connections of the previous active are gone. Every committed write bumps its epoch's row
-in ``ha_epochs`` (DB clock), which is the evidence the single-writer checker reads after a run.
+succeeds once all write connections of the previous active are gone; a write connection that opens later (the old
+active's pool reconnecting after a glitch it has not noticed yet) also checks that the main lock is still its own
+replica's (``Election._open_writer``). Every committed write bumps its epoch's row in ``ha_epochs`` (DB clock),
+which is the evidence the single-writer checker reads after a run.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ LOCK_KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "1", "
 
 CHECK_SQL = ("select count(*) > 0 from pg_locks where locktype = 'advisory' and classid = 0 "
              "and objid::bigint = $1 and objsubid = 1 and granted and pid = pg_backend_pid()")
+#: the same check from another session: is the main lock ($1) granted to the lock session with pid $2?
+MAIN_HELD_SQL = ("select count(*) > 0 from pg_locks where locktype = 'advisory' and classid = 0 "
+                 "and objid::bigint = $1 and objsubid = 1 and granted and pid = $2")
 
 
 @dataclass
@@ -214,6 +219,9 @@ class Election:
         self._transition = asyncio.Lock()
         self._manual_passive_until = 0.0
         self._passive_requested = asyncio.Event()   # manual set_passive on the active: leave the active loop now
+        # The active loop's next check is due now: set_passive, the lock connection dropped, or a write
+        # connection found the main lock gone (``_open_writer``).
+        self._wake = asyncio.Event()
 
     # --- connections -------------------------------------------------------------------------------------
     async def _connect(self, *, keepalive: bool) -> asyncpg.Connection:
@@ -260,6 +268,7 @@ class Election:
             try:
                 if self.main is None:
                     self.main = await self._connect(keepalive="no_lock_keepalive" not in self.cfg.bugs)
+                    self.main.add_termination_listener(self._main_dropped)
                     backoff.reset()
                     self.storage.ok()
                 if asyncio.get_running_loop().time() >= self._manual_passive_until and \
@@ -299,6 +308,16 @@ class Election:
                     grace=grace)
                 await asyncio.sleep(delay)
 
+    def _main_dropped(self, conn: asyncpg.Connection) -> None:
+        """The lock connection closed under this replica (its link was cut, the server ended the session): the
+        main lock went with it. The active checks now rather than at its next check, which may come after the
+        other replica took over and opened its Ledger API: seen live in ``db-glitch-1s``, both replicas served
+        for two probe samples (invariant 9). The connections that this replica closes itself are no longer
+        ``self.main`` when this runs."""
+        if conn is self.main:
+            log("lock_connection_dropped", level="warning", role=self.role)
+            self._wake.set()
+
     async def _check(self) -> bool:
         assert self.main is not None
         try:
@@ -335,8 +354,8 @@ class Election:
         t = self.cfg.timers
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._passive_requested.wait(),
-                                       t.lock_check * (1 + random.random() * t.lock_check_jitter))
+                await asyncio.wait_for(self._wake.wait(), t.lock_check * (1 + random.random() * t.lock_check_jitter))
+            self._wake.clear()
             if self._passive_requested.is_set():
                 return "set_passive"
             if not await self._check():
@@ -345,8 +364,32 @@ class Election:
             self.storage.ok()
 
     async def _open_writer(self) -> Writer:
+        """The fenced writer of this active period: a pool whose every connection, when it opens, takes the
+        writers lock shared and then checks that the main lock is still granted to this replica's lock session.
+
+        Why the check: the shared lock alone fences only while the old active's write connections *exist*. After
+        a short DB glitch they are gone, so the other replica's exclusive take succeeds and it becomes active;
+        but this replica notices its lost main lock only at its next check, and meanwhile its pool reconnects.
+        The new connection's shared take is compatible with the new active's own shared holders, so without
+        the check it committed (seen live: 138 ms after the new active's first write, invariant 1).
+
+        Why it suffices: a new active takes the main lock *before* it takes the writers lock exclusively, and
+        this connection takes the writers lock *before* it checks. If the check ran after the other replica
+        took the main lock, it sees the lock granted to another session and the connection is refused (closed,
+        PassiveInstance). If it ran before, the main lock was still held by this replica's session, so the
+        other replica gets the main lock only later and its exclusive take then waits until this connection,
+        which already holds the shared lock, is gone. A connection that passed the check is fenced as before.
+        The lock session is named by its server pid (recorded when the writer opens); a pid is reused only after
+        its process is gone, and the reuse would also have to be the other replica's lock session.
+
+        Not chosen: checking on every write that this epoch is still the newest. The new active inserts its
+        epoch row only after its exclusive take, so an old write in between would pass; and it would cost every
+        write a round trip (or a CTE) where this costs one query per connection opened."""
         fenced = "no_fencing" not in self.cfg.bugs
-        writers_id = self.writers_id
+        writers_id, main_id = self.writers_id, self.main_id
+        assert self.main is not None
+        main = self.main
+        main_pid = main.get_server_pid()
         guard = _PoolGuard()
 
         async def init(conn: asyncpg.Connection) -> None:
@@ -355,6 +398,14 @@ class Election:
             guard.conns.add(conn)
             if fenced and not await conn.fetchval("select pg_try_advisory_lock_shared($1)", writers_id):
                 raise PassiveInstance("writers lock held exclusively by another replica")
+            if fenced and not await conn.fetchval(MAIN_HELD_SQL, main_id, main_pid):
+                # This replica is no longer the active one: none of its write connections may write again
+                # (closing the guard terminates them and makes the writer unusable), and the election learns it
+                # now instead of at its next lock check.
+                guard.close()
+                self._wake.set()
+                log("write_connection_fenced", level="warning", lock_session=main_pid)
+                raise PassiveInstance("the main lock is no longer held by this replica's lock connection")
             if guard.closed:     # closed while the lock was being taken: close() may have missed this one
                 conn.terminate()
                 raise PassiveInstance("writer closed")
@@ -367,7 +418,6 @@ class Election:
         pool = await asyncpg.create_pool(self.cfg.db_dsn, min_size=1, max_size=4, init=init, reset=keep_locks,
                                          timeout=t.db_connect_timeout, command_timeout=t.db_command_timeout,
                                          server_settings=keepalive)
-        main = self.main
 
         async def start_epoch() -> int:
             return int(await pool.fetchval(
@@ -448,6 +498,7 @@ class Election:
         self._manual_passive_until = asyncio.get_running_loop().time() + 2 * self.cfg.timers.passive_check
         if self.role == "active":
             self._passive_requested.set()
+            self._wake.set()
 
     async def stop(self) -> None:
         await self._become_passive("stopping")

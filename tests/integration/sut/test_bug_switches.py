@@ -12,9 +12,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sut_support import TEST_TIMERS, Cluster, Forwarder, PgServer, collect, http_status, node_config, wait_until
+from sut_support import TEST_TIMERS, Cluster, PgServer, collect, http_status, node_config, wait_until
 from test_election import _write_load, actives, pair, teardown
 from test_sequencer import read_n, send_many, start_sequencers, url
+from wire_faults import WireForwarder, upstream_port_of
 
 from harness.sut.client import HealthClient, LedgerClient, SequencerApiClient, SubmitResult
 from harness.sut.common.db import FatalDbError, retry
@@ -31,7 +32,7 @@ def test_no_fencing_lets_two_replicas_write_at_once(pg: PgServer, bug: bool) -> 
     async def main() -> None:
         bugs = frozenset({"no_fencing"}) if bug else frozenset()
         db = await pg.create_db("p1")
-        fw = [await Forwarder(pg.port).start() for _ in range(2)]
+        fw = [await WireForwarder(pg.port).start() for _ in range(2)]
         # the old active checks its lock rarely, the other tries often: a window in which only fencing helps
         slow = replace(TEST_TIMERS, lock_check=3.0, passive_check=0.2)
         old = ParticipantNode(node_config("participant", "p1a", "p1", pg.dsn(db, fw[0].port), endpoints=NO_SEQ,
@@ -45,9 +46,10 @@ def test_no_fencing_lets_two_replicas_write_at_once(pg: PgServer, bug: bool) -> 
         loads = [asyncio.create_task(_write_load(n, stop)) for n in (old, new)]
         try:
             await wait_until(lambda: new.election.main is not None and old.writer is not None, 5, "warm")
+            # the server ends p1a's lock session while p1a notices nothing (a client told of the end goes
+            # passive at once, closing the window); p1a cannot reconnect either
             fw[0].refuse_new()
-            pid = await old.election.main.fetchval("select pg_backend_pid()")  # type: ignore[union-attr]
-            await pg.query(db, "select pg_terminate_backend($1)", pid)
+            fw[0].silence(await upstream_port_of(pg, db, old.election.main.get_server_pid()))  # type: ignore[union-attr]
             both: list[float] = []
 
             def took_over() -> bool:

@@ -9,7 +9,8 @@ import time
 from dataclasses import replace
 
 import pytest
-from sut_support import TEST_TIMERS, Forwarder, PgServer, http_status, node_config, wait_until
+from sut_support import TEST_TIMERS, PgServer, http_status, node_config, wait_until
+from wire_faults import WireForwarder, upstream_port_of
 
 from harness.sut.common.election import TransitionFailed
 from harness.sut.participant.node import ParticipantNode
@@ -24,9 +25,9 @@ def actives(*nodes: ParticipantNode) -> list[str]:
 
 
 async def pair(pg: PgServer, *, fwd: bool = False, bugs: frozenset[str] = frozenset(),
-               **kw: object) -> tuple[str, list[ParticipantNode], list[Forwarder]]:
+               **kw: object) -> tuple[str, list[ParticipantNode], list[WireForwarder]]:
     db = await pg.create_db("p1")
-    forwarders = [await Forwarder(pg.port).start() for _ in range(2)] if fwd else []
+    forwarders = [await WireForwarder(pg.port).start() for _ in range(2)] if fwd else []
     nodes = []
     for i, rep in enumerate(("p1a", "p1b")):
         dsn = pg.dsn(db, forwarders[i].port if fwd else None)
@@ -36,7 +37,7 @@ async def pair(pg: PgServer, *, fwd: bool = False, bugs: frozenset[str] = frozen
     return db, nodes, forwarders
 
 
-async def teardown(nodes: list[ParticipantNode], forwarders: list[Forwarder]) -> None:
+async def teardown(nodes: list[ParticipantNode], forwarders: list[WireForwarder]) -> None:
     for n in nodes:
         await n.stop()
     for f in forwarders:
@@ -94,11 +95,12 @@ def test_terminated_lock_connection_takeover_waits_for_old_writers(pg: PgServer)
             old = next(n for n in nodes if n.election.role == "active")
             new = next(n for n in nodes if n is not old)
             await wait_until(lambda: old.writer is not None and new.election.main is not None, 5, "warm")
-            # the old active cannot reconnect (so it cannot re-take its lock first), but its write
-            # connections stay open: the takeover must wait for them
-            fw[nodes.index(old)].refuse_new()
-            pid = await old.election.main.fetchval("select pg_backend_pid()")  # type: ignore[union-attr]
-            await pg.query(db, "select pg_terminate_backend($1)", pid)
+            # the server ends the old active's lock session without the old active noticing (a client told of
+            # the end goes passive at once); it cannot reconnect (so it cannot re-take its lock first), but its
+            # write connections stay open: the takeover must wait for them
+            link = fw[nodes.index(old)]
+            link.refuse_new()
+            link.silence(await upstream_port_of(pg, db, old.election.main.get_server_pid()))  # type: ignore[union-attr]
             overlap: list[float] = []
 
             def new_active() -> bool:
