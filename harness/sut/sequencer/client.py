@@ -1,8 +1,19 @@
 """The sequencer client used by mediators and participants (client-side load balancing, model "Sequencer").
 
 Why client-side: the model's clients know every sequencer endpoint (here: each through its own fault-proxy
-link) and round-robin over the healthy ones; a subscription that fails or goes silent is re-opened on the next
-endpoint from the last counter, and every event is validated (``EventValidator``), so a fork or a gap is caught.
+link) and round-robin over the healthy ones; a subscription that fails, goes silent or stops progressing is
+re-opened on the next endpoint from the last counter, and every event is validated (``EventValidator``), so a
+fork or a gap is caught.
+
+Why "stops progressing" and not only "silent" (issue 12, 4c): a sequencer that lost its database keeps the
+subscription open and keeps sending heartbeats, but serves nothing; a read timeout never fires. A subscription
+progresses when it delivers an event or a heartbeat shows a higher safe watermark (a healthy instance's safe
+watermark moves with its peers' keep-alives, so it rises on every heartbeat even when nothing is sent). After
+``seq_client_timeout`` without progress the subscription has failed if the sequencer says it does not serve
+(heartbeat ``serving: false``: its reader is failing) or another sequencer is further (its safe watermark is
+above the highest this subscription showed). If every sequencer is stuck at the same point (e.g. a dead instance
+still marked online holds every safe watermark back until its peers mark it offline), moving would not help,
+and the client stays.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,6 +35,34 @@ from harness.sut.sequencer.pure import EventValidator
 
 class NotSequenced(Exception):
     """The send will never be sequenced (max-sequencing-time passed)."""
+
+
+class SubscriptionStalled(ConnectionError):
+    """The subscription is open but no longer progresses, and another sequencer would do better."""
+
+
+@dataclass
+class _Progress:
+    """What one subscription has shown: when it last progressed, the highest safe watermark it carried, and
+    whether the sequencer said in its last heartbeat that it serves."""
+
+    since: float
+    watermark: int | None = None
+    serving: bool = True
+    asked_peers: float = 0.0
+
+    def saw(self, line: dict[str, Any], now: float) -> None:
+        wm = line.get("safe_watermark")
+        risen = isinstance(wm, int) and (self.watermark is None or wm > self.watermark)
+        if risen:
+            self.watermark = wm
+        if line.get("heartbeat"):
+            self.serving = line.get("serving") is not False   # a sequencer that does not say is taken at its word
+            if risen:
+                self.since = now
+        else:   # an event is progress whatever its watermark
+            self.serving = True
+            self.since = now
 
 
 def _url(endpoint: str) -> str:
@@ -72,8 +112,51 @@ class SequencerClient:
         self._rr += 1
         return ep
 
-    def _mark_down(self, ep: str) -> None:
-        self._down_until[ep] = time.monotonic() + 1.0
+    def _mark_down(self, ep: str, seconds: float = 1.0) -> None:
+        self._down_until[ep] = time.monotonic() + seconds
+
+    async def _peer_ahead(self, current: str, watermark: int | None) -> str | None:
+        """Another endpoint (not marked down) that serves with a safe watermark above ``watermark``: where a
+        stalled subscription should go. None if no peer answers so or none is further (all are stuck)."""
+        now = time.monotonic()
+        peers = [ep for ep in self.endpoints if ep != current and self._down_until.get(ep, 0) <= now]
+
+        async def probe(ep: str) -> str | None:
+            try:
+                async with self._session().get(f"{ep}/v1/time",
+                                               timeout=aiohttp.ClientTimeout(total=self.t.seq_send_timeout)) as r:
+                    if r.status != 200:
+                        return None
+                    data = await r.json()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                return None
+            wm = data.get("safe_watermark")
+            if data.get("serving") is not False and isinstance(wm, int) and (watermark is None or wm > watermark):
+                return f"{ep} serves at safe watermark {wm} > {watermark}"
+            return None
+        for found in await asyncio.gather(*(probe(ep) for ep in peers)):
+            if found is not None:
+                return found
+        return None
+
+    async def _stalled(self, ep: str, progress: _Progress) -> str | None:
+        """Why the subscription on ``ep`` has failed although lines still arrive (None: it has not). Judged
+        after ``seq_client_timeout`` without progress; peers are asked at most once per that period."""
+        now = time.monotonic()
+        limit = self.t.seq_client_timeout
+        if now - progress.since < limit:
+            return None
+        if not progress.serving:
+            return f"no progress for {now - progress.since:.1f}s and the sequencer reports NOT_SERVING"
+        if now - progress.asked_peers < limit:
+            return None
+        progress.asked_peers = now
+        ahead = await self._peer_ahead(ep, progress.watermark)
+        if ahead is not None:
+            return f"no progress for {now - progress.since:.1f}s while {ahead}"
+        return None
 
     async def send(self, recipients: list[str], payload: Any, *, max_sequencing_time: int,
                    message_id: str | None = None) -> dict[str, Any]:
@@ -127,17 +210,26 @@ class SequencerClient:
                     self.current = ep
                     failures = 0
                     log("sequencer_subscribed", sequencer=ep, from_counter=from_counter)
+                    progress = _Progress(since=time.monotonic())
                     async for line in r.content:
                         if not line.strip():
                             continue
                         ev = json.loads(line)
-                        if ev.get("heartbeat"):
-                            continue
-                        if validator.accept(ev):
+                        progress.saw(ev, time.monotonic())
+                        if not ev.get("heartbeat") and validator.accept(ev):
                             yield ev
+                        why = await self._stalled(ep, progress)
+                        if why is not None:
+                            raise SubscriptionStalled(why)
                     raise ConnectionError("subscription ended")
             except asyncio.CancelledError:
                 raise
+            except SubscriptionStalled as exc:
+                self.current = None
+                self._mark_down(ep, self.t.seq_client_timeout)
+                failures += 1
+                log("sequencer_subscription_stalled", level="warning", sequencer=ep, reason=str(exc))
+                await asyncio.sleep(min(0.05 * failures, 0.5))
             except (aiohttp.ClientError, ConnectionError, TimeoutError, ValueError) as exc:
                 self.current = None
                 self._mark_down(ep)

@@ -8,6 +8,12 @@ to polling every ``HA_SEQ_POLL_LISTENING`` (``HA_SEQ_POLL`` while its listener c
 catches up from the DB up to the point the poller had served when it registered, then follows the live feed, so
 it sees every event exactly once. Counters are positions in the member's ts-ordered stream, so every instance
 assigns the same counter to the same event (that is what makes re-subscribing elsewhere possible).
+
+Why heartbeats carry the reader's state (issue 12, 4c): an instance that lost its database keeps its subscriptions
+open and its heartbeats flowing, but its reader serves nothing. A heartbeat therefore says whether this instance
+serves (``serving``: its reader read successfully within ``_stale_after``) and how far (``safe_watermark``,
+``served_upto``), so a subscriber can tell a quiet stream from a stuck one and move (``SequencerClient``). New
+subscriptions are refused (503) while the instance does not serve, and readiness requires it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 import asyncpg
@@ -73,6 +80,10 @@ class SequencerNode:
         self.served_upto: int | None = None   # events up to here have been fanned out
         self.subscribers: set[asyncio.Queue[list[dict[str, Any]]]] = set()
         self.reader_ok = False
+        self.read_at: float | None = None     # monotonic time of the reader's last successful read
+        #: a reader that has not read for this long does not serve (a read hangs on a blackholed link long
+        #: before it fails): a healthy one reads at least every ``seq_poll_listening``
+        self._stale_after = max(2 * cfg.timers.seq_heartbeat, 4 * cfg.timers.seq_poll_listening)
         self.listening = False                # the NOTIFY listener is connected (else: poll every seq_poll)
         self.signalled_upto = 0               # highest event-writing watermark signalled by any instance
         self.online_wm: dict[int, int] = {}   # online instances at the last read -> watermark (read or signalled)
@@ -160,6 +171,7 @@ class SequencerNode:
                         self.served_upto = safe
                         self._fan_out([r for r in rows if r["ts"] is not None])
                 self.reader_ok = True
+                self.read_at = time.monotonic()
                 self.storage.ok()
             except asyncio.CancelledError:
                 raise
@@ -170,6 +182,16 @@ class SequencerNode:
                 self.storage.failed(exc)
                 await self.pool.expire_connections()
             await self._next_poll()
+
+    def serving(self) -> bool:
+        """Whether this instance serves its subscribers: no fatal error, and its reader read successfully
+        within ``_stale_after`` (its safe watermark and what it served are current)."""
+        return (self.fatal is None and self.reader_ok and self.read_at is not None
+                and time.monotonic() - self.read_at <= self._stale_after)
+
+    def _heartbeat(self) -> bytes:
+        return (json.dumps({"heartbeat": True, "safe_watermark": self.safe, "served_upto": self.served_upto,
+                            "serving": self.serving(), "sequencer": self.cfg.replica}) + "\n").encode()
 
     def _fan_out(self, rows: list[asyncpg.Record]) -> None:
         if rows:
@@ -248,6 +270,8 @@ class SequencerNode:
         from_counter = int(request.query.get("from_counter", "0"))
         if self.served_upto is None or self.pool is None:
             return web.json_response({"error": "UNAVAILABLE", "reason": "reader not started"}, status=503)
+        if not self.serving():   # e.g. the database is unreachable: the subscriber should go elsewhere
+            return web.json_response({"error": "UNAVAILABLE", "reason": "not serving (reader failing)"}, status=503)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
@@ -286,17 +310,25 @@ class SequencerNode:
                     prev_ts = await conn.fetchval("select max(ts) from seq_events where recipients && $1 "
                                                   "and ts <= $2", members, snapshot)
             counter = total
+            # a heartbeat whenever nothing was written to this subscriber for seq_heartbeat, also while batches
+            # of other members' events keep arriving (a subscriber must not take a busy sequencer for silent)
+            beat = self.cfg.timers.seq_heartbeat
+            written = time.monotonic()
             while True:
+                idle = time.monotonic() - written
+                if idle >= beat:
+                    await resp.write(self._heartbeat())
+                    written = time.monotonic()
+                    continue
                 try:
-                    batch = await asyncio.wait_for(queue.get(), self.cfg.timers.seq_heartbeat)
+                    batch = await asyncio.wait_for(queue.get(), beat - idle)
                 except TimeoutError:
-                    await resp.write((json.dumps({"heartbeat": True, "safe_watermark": self.safe,
-                                                  "sequencer": self.cfg.replica}) + "\n").encode())
                     continue
                 for ev in batch:
                     if member in ev["recipients"] or BROADCAST in ev["recipients"]:
                         if counter >= from_counter:
                             await emit(counter, prev_ts, ev)
+                            written = time.monotonic()
                         prev_ts = ev["ts"]
                         counter += 1
         except (ConnectionResetError, asyncio.CancelledError):
@@ -323,7 +355,7 @@ class SequencerNode:
 
     def _api(self) -> web.Application:
         async def time_(_: web.Request) -> web.Response:
-            return web.json_response({"now_us": now_us(), "safe_watermark": self.safe})
+            return web.json_response({"now_us": now_us(), "safe_watermark": self.safe, "serving": self.serving()})
         app = web.Application()
         app.add_routes([web.post("/v1/send", self._send), web.get("/v1/subscribe", self._subscribe),
                         web.get("/v1/time", time_)])
@@ -332,7 +364,7 @@ class SequencerNode:
     # --- health -----------------------------------------------------------------------------------------
     def _health(self) -> HealthSource:
         def ready() -> bool:
-            return self.fatal is None and self.writer.online and self.reader_ok
+            return self.writer.online and self.serving()
 
         def live() -> bool:
             return self.fatal is None and self.storage.failing_for() < self.cfg.timers.failed_to_fatal
@@ -340,7 +372,7 @@ class SequencerNode:
         async def status() -> dict[str, Any]:
             return {"role": "active" if self.writer.online else "offline", "node": self.cfg.node,
                     "replica": self.cfg.replica, "instance_index": self.writer.index, "safe_watermark": self.safe,
-                    "served_upto": self.served_upto, "subscribers": len(self.subscribers),
+                    "served_upto": self.served_upto, "serving": self.serving(), "subscribers": len(self.subscribers),
                     "bugs": sorted(self.cfg.bugs)}
 
         async def evidence() -> dict[str, Any]:
