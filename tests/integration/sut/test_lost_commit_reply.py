@@ -1,0 +1,80 @@
+"""Writes of the active participant whose COMMIT went through but whose reply was lost (the connection dropped
+right after the server committed). The writer retries such a write on a new connection: the retry finds the
+first attempt's work already committed and must treat it as its own, not as somebody else's.
+
+The fault is injected at the exact moment by ``WireForwarder.lose_reply`` on p1a's DB link (the other nodes of
+the in-process network talk to PostgreSQL directly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sut_support import Cluster, PgServer, collect, node_config, wait_until
+from wire_faults import WireForwarder
+
+from harness.sut.client import LedgerClient
+from harness.sut.participant.node import ParticipantNode
+
+pytestmark = pytest.mark.integration
+
+CMD = "cmd-whose-reply-is-lost"
+
+
+async def _network(pg: PgServer) -> tuple[Cluster, ParticipantNode, WireForwarder]:
+    """Sequencers and the mediator pair of the in-process network, and p1 as a single replica p1a whose DB link
+    runs through a ``WireForwarder``."""
+    c = await Cluster(pg, with_participants=()).start()
+    fw = await WireForwarder(pg.port).start()
+    p1a = ParticipantNode(node_config(
+        "participant", "p1a", "p1", pg.dsn(c.dbs["p1"], fw.port), timers=c.timers,
+        endpoints=tuple(f"127.0.0.1:{s.cfg.api_port}" for s in c.sequencers)))
+    c.participants["p1"] = [p1a]    # stopped with the cluster
+    await p1a.start()
+    await wait_until(lambda: p1a.election.role == "active" and p1a._api is not None, 15, "p1a serving")
+    return c, p1a, fw
+
+
+def _of(items: list[dict[str, Any]], submission_id: str) -> list[dict[str, Any]]:
+    return [x for x in items if x.get("submission_id") == submission_id]
+
+
+@pytest.mark.parametrize("path", ["claim", "reclaim"])
+def test_a_submission_whose_record_committed_but_whose_reply_was_lost_is_accepted_and_completes(
+        pg: PgServer, path: str) -> None:
+    """API.md: a 409 SUBMISSION_ALREADY_IN_FLIGHT means nothing was recorded. Here the submission's in-flight
+    record *was* committed, only the reply was lost: the retried write finds the replica's own record. It must
+    not answer 409 with its own submission id (the request would never be sent, the change ID would stay in
+    flight until its max-sequencing time and then complete as NOT_SEQUENCED_TIMEOUT although the client was
+    told nothing was recorded): it is accepted (202) and completes exactly once, OK.
+
+    ``claim``: a new change ID, recorded by the single-statement claim. ``reclaim``: a change ID accepted
+    before and outside the (zero) dedup period now, recorded by the transaction that re-opens its dedup row."""
+    async def main() -> None:
+        c, _, fw = await _network(pg)
+        comps: list[dict[str, Any]] = []
+        try:
+            async with LedgerClient(c.ledger_url("p1")) as cl:
+                task = asyncio.create_task(collect(cl.completions(0, idle_timeout=60), comps))
+                try:
+                    if path == "reclaim":
+                        assert (await cl.submit(user="u", act_as=["alice"], command_id=CMD, submission_id="s0")).ok
+                        await wait_until(lambda: _of(comps, "s0"), 30, "the first submission completed")
+                    lost = fw.lose_reply(CMD.encode(), commit=path == "reclaim")
+                    r = await cl.submit(user="u", act_as=["alice"], command_id=CMD, submission_id="s1",
+                                        deduplication_period_s=0)
+                    assert lost.is_set(), "the reply of the submission's record was not lost: nothing was tested"
+                    assert r.ok, r.body
+                    await wait_until(lambda: _of(comps, "s1"), 30, "s1 completed")
+                    assert [x["status"] for x in _of(comps, "s1")] == ["OK"]
+                    rows = await pg.query(c.dbs["p1"], "select count(*) as n from p_inflight")
+                    assert rows[0]["n"] == 0, "an in-flight record is left behind"
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+        finally:
+            await c.stop()
+            await fw.close()
+    asyncio.run(main())
