@@ -1,5 +1,11 @@
 """pytest plugin of ha-chaos (registered through the ``pytest11`` entry point in pyproject.toml).
 
+Installed, it is loaded by every pytest session on the machine, so it touches only its own tests: it registers
+its markers, puts the Hypothesis profile of ``--chaos-budget`` in effect only while this project's chaos modules
+(``tests/chaos/``) are imported and their tests run (see ``pytest_make_collect_report``), and moves only chaos
+tests and tests of the shared ``topology`` fixture to the end of the run. Another project's tests keep Hypothesis's
+settings and their order.
+
 Options (group ``ha-chaos``): ``--chaos-plan``, ``--chaos-seed``, ``--chaos-runs-dir``, ``--chaos-keep``,
 ``--chaos-budget`` (``ci`` | ``nightly``: the Hypothesis profile and how many curated plans run),
 ``--chaos-profile``, ``--chaos-no-setup``.
@@ -25,6 +31,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -54,6 +61,14 @@ TEST_TIMEOUT_S = 900.0
 EXAMPLE_BOUND_S = 300.0
 #: on top of the examples: the session topology may start inside the test (~30 s), plus Hypothesis's own work
 MARGIN_S = 300.0
+#: this project's chaos tests: the Hypothesis profile of the budget applies to them alone
+CHAOS_TESTS_DIR = Path(__file__).resolve().parents[1] / "tests" / "chaos"
+#: the markers of ha-chaos's test tiers, as pyproject.toml lists them (a unit test keeps the two equal)
+MARKERS = (
+    "unit: pure tests, no Docker, seconds",
+    "integration: needs a Docker daemon and the project images",
+    "chaos: Docker + Hypothesis-generated fault plans, longer",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,14 +89,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # testcontainers' Ryuk image cannot be pulled here; the harness reaps by label itself.
-    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-    os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
-    from harness.plans.profiles import load_profile
-
+    registered = {line.split(":")[0].strip() for line in config.getini("markers")}
+    for line in MARKERS:  # pyproject.toml lists the same lines: do not show them twice in `pytest --markers`
+        if line.split(":")[0] not in registered:
+            config.addinivalue_line("markers", line)
     budget = config.getoption("--chaos-budget")
     os.environ["HA_CHAOS_BUDGET"] = budget  # read by tests whose decorators are evaluated at import
-    load_profile(budget)
     config.stash[_reports_key] = []
     seed = _resolve_seed(config.getoption("--chaos-seed"), budget)
     config.stash[_seed_key] = seed
@@ -121,20 +134,72 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"{seed_line(config.stash.get(_seed_key, None))}; budget {config.getoption('--chaos-budget')}"
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run order: unit, then Docker tests that do not use the session topology, then those that do, then chaos.
+def is_own_chaos_path(path: Path | None) -> bool:
+    """Whether ``path`` is a test module of this project's chaos tier (``tests/chaos/``)."""
+    return path is not None and path.suffix == ".py" and CHAOS_TESTS_DIR in path.resolve().parents
 
-    Why: fast feedback first, and the shared reference topology (15 containers) is started only once the tests
-    that bring their own processes or topologies are done - on a 2-core machine its idle load alone made the
-    timing-sensitive reference-node tests miss deadlines.
+
+@contextlib.contextmanager
+def chaos_profile(budget: str) -> Iterator[str]:
+    """The Hypothesis profile of ``budget`` in effect inside the block, the previous one restored after it."""
+    from hypothesis import settings
+
+    from harness.plans.profiles import load_profile
+
+    previous = settings.get_current_profile_name()
+    name = load_profile(budget)
+    try:
+        yield name
+    finally:
+        settings.load_profile(previous)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    """Import this project's chaos modules under the budget's Hypothesis profile.
+
+    Why at import: ``@given``/``@settings`` bind their settings when the module is imported (tests/chaos/
+    test_generated.py reads ``settings().max_examples`` then). Why only there, restored after: loaded for the whole
+    session, the profile (5 live examples, no shrinking) would also bind every other Hypothesis test collected
+    after it, in this project and in any other project where ha-chaos is installed.
+    """
+    if not is_own_chaos_path(getattr(collector, "path", None)):
+        return (yield)
+    with chaos_profile(collector.config.getoption("--chaos-budget")):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """The budget's profile while this project's chaos tests run, for settings created inside a test."""
+    if not is_own_chaos_path(getattr(item, "path", None)):
+        return (yield)
+    with chaos_profile(item.config.getoption("--chaos-budget")):
+        return (yield)
+
+
+def _uses_shared_topology(item: pytest.Item) -> bool:
+    """Whether the item requests this plugin's session ``topology`` (not a fixture of the same name elsewhere)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get("topology", ()) if info is not None else ()
+    return bool(defs) and getattr(defs[-1].func, "__module__", None) == __name__
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move chaos tests to the end (kept failing plans of fault_plans/found/ first among them), and before them
+    the tests that use the shared session topology; every other test keeps its place relative to the others.
+
+    Why: the shared reference topology (15 containers) is started only once the tests that bring their own
+    processes or topologies are done - on a 2-core machine its idle load alone made the timing-sensitive
+    reference-node tests miss deadlines. Tests that are none of these are not ha-chaos's to reorder (this
+    project's unit-first order is its own tests/conftest.py's).
     """
 
     def rank(item: pytest.Item) -> tuple[int, int]:
-        if item.get_closest_marker("unit"):
-            return 0, 0
         if item.get_closest_marker("chaos"):
-            return 3, 0 if _runs_found_plan(item) else 1  # kept failing plans first, as regressions
-        return (2 if "topology" in getattr(item, "fixturenames", ()) else 1), 0
+            return 2, 0 if _runs_found_plan(item) else 1  # kept failing plans first, as regressions
+        return (1 if _uses_shared_topology(item) else 0), 0
 
     items.sort(key=rank)
 
@@ -179,6 +244,10 @@ def _teardown(request: pytest.FixtureRequest, topo: Topology, failed: bool) -> N
 @pytest.fixture(scope="session")
 def machine(request: pytest.FixtureRequest) -> None:
     """The machine is ready for Docker tests: daemon, compose v2 plugin, project images (idempotent)."""
+    # testcontainers' Ryuk image cannot be pulled here; the harness reaps by label itself. Set here, where this
+    # project's Docker tests begin, not for every pytest session on the machine.
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
     if request.config.getoption("--chaos-no-setup"):
         return
     from harness.platform.setup import setup

@@ -5,8 +5,9 @@ containers; Hypothesis's timing checks assume microseconds and would fail every 
 example database: failing plans found against live containers should be replayed first on the next run
 (``fault_plans/found/`` keeps the readable copy, Hypothesis's database the exact choice sequence).
 
-Select with ``HYPOTHESIS_PROFILE=nightly`` or ``--hypothesis-profile=nightly``; ``load_profile()`` applies the
-environment's choice (default ``ci``).
+In this project's pytest runs the ha-chaos plugin picks the profile from ``--chaos-budget`` and applies it to the
+chaos tests alone (``harness.pytest_plugin.chaos_profile``), never to the whole session. Elsewhere (a script, a
+chaos test of another project) ``load_profile()`` applies ``HYPOTHESIS_PROFILE`` (default ``ci``) from then on.
 """
 
 from __future__ import annotations

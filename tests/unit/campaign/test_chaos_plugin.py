@@ -146,10 +146,13 @@ def test_nightly_runs_found_plans_first_and_ci_leaves_them_out(tmp_path: Path,
 
 
 class _Item:
-    def __init__(self, name: str, marker: str, plan: str | None = None) -> None:
+    def __init__(self, name: str, marker: str | None, plan: str | None = None, topology: str | None = None) -> None:
         self.name, self.marker = name, marker
-        self.fixturenames = ("chaos_run",)
+        self.fixturenames = ("chaos_run",) if topology is None else ("topology",)
         self.callspec = SimpleNamespace(params={"curated_plan": plan}) if plan else None
+        if topology is not None:  # the module that defines the `topology` fixture this item gets
+            fixturedef = SimpleNamespace(func=SimpleNamespace(__module__=topology))
+            self._fixtureinfo = SimpleNamespace(name2fixturedefs={"topology": (fixturedef,)})
 
     def get_closest_marker(self, name: str) -> object:
         return object() if name == self.marker else None
@@ -162,3 +165,12 @@ def test_chaos_items_of_found_plans_run_first(tmp_path: Path, monkeypatch: pytes
              _Item("kept", "chaos", str(found / "abc.yaml")), _Item("unit", "unit")]
     plugin.pytest_collection_modifyitems(None, None, items)  # type: ignore[arg-type]
     assert [i.name for i in items] == ["unit", "kept", "bug", "curated"]
+
+
+def test_only_chaos_tests_and_shared_topology_tests_are_moved() -> None:
+    """Everything else keeps its order (unit-first is this project's tests/conftest.py, not the plugin's); a
+    fixture that is merely called `topology` is not the plugin's session topology."""
+    items = [_Item("a", None), _Item("shared", "integration", topology=plugin.__name__), _Item("chaos", "chaos"),
+             _Item("unit", "unit"), _Item("own-topology", None, topology="conftest"), _Item("z", "integration")]
+    plugin.pytest_collection_modifyitems(None, None, items)  # type: ignore[arg-type]
+    assert [i.name for i in items] == ["a", "unit", "own-topology", "z", "shared", "chaos"]
