@@ -18,6 +18,8 @@ from harness.checkers.model import CheckContext, CheckResult, keep, result, witn
 from harness.history import Event
 
 DUPLICATE = "DUPLICATE_COMMAND"
+#: completion statuses that tell the client "definitely not executed": it may retry the change ID safely
+DEFINITE_REJECTIONS = frozenset({"NOT_SEQUENCED_TIMEOUT", "LOCAL_VERDICT_TIMEOUT", "REJECTED"})
 
 
 def check_exactly_once(events: list[Event] | HistoryIndex, ctx: CheckContext | None = None) -> CheckResult:
@@ -74,10 +76,20 @@ def _within_period(evs: list[Event], period_s: float) -> tuple[Event, Event] | N
 
 def check_acknowledged_completes(events: list[Event] | HistoryIndex,
                                  ctx: CheckContext | None = None) -> CheckResult:
-    """3. Each acknowledged submit gets exactly one completion; a duplicate carries the earlier offset."""
+    """3. Each acknowledged submit gets exactly one completion; a duplicate carries the earlier offset; and a
+    definite rejection is the submission's only outcome: it was not executed as well.
+
+    Why the last rule belongs here (not to 4, which follows OK completions into the streams): a completion is
+    the one outcome the client learns, and NOT_SEQUENCED_TIMEOUT, LOCAL_VERDICT_TIMEOUT and REJECTED promise
+    "not executed" - the client may retry the change ID on the strength of it. A submission rejected *and*
+    executed has two contradictory outcomes, which is what "exactly one completion" rules out. The model's
+    reason it cannot happen: a send not sequenced before its max-sequencing-time is never delivered afterwards,
+    and a request without a verdict before its decision timeout is never applied. See ``rejected_executed``
+    for how a transaction is tied to the rejected submission without counting ``info`` submits."""
     idx = as_index(events)
     r = resolve(ctx, idx)
     qp = quiet_period(idx, r)
+    rex = rejected_executed(idx, qp)
     by_sub: dict[Any, dict[Any, Event]] = defaultdict(dict)
     ok_offset: dict[ChangeKey, Any] = {}
     for ev in idx.completions:
@@ -89,6 +101,8 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
             ok_offset.setdefault(change_key(v), v.get("offset"))
     acked = [op for op in idx.submits if op.outcome is not None and op.outcome.type == "ok"]
     if not acked:
+        if rex.executed:
+            return result("3", "fail", rex.explanation(), rex.witnesses, rex.metrics())
         return result("3", "unknown", "no submit was acknowledged: nothing to check")
     # a participant whose completion stream the harness never subscribed to cannot show a completion: its
     # missing completions are a gap of the harness, not evidence against the node
@@ -135,13 +149,16 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
             dangling += 1
             keep(witnesses, ev, f"duplicate of a change never accepted: {why}")
     metrics = {"acknowledged": len(acked), "lost": lost, "pending": pending, "not_read": unread_n,
-               "duplicates_not_judged": dup_unjudged}
-    if lost or doubled or bad_dup or dangling:
+               "duplicates_not_judged": dup_unjudged, **rex.metrics()}
+    if lost or doubled or bad_dup or dangling or rex.executed:
         parts = [s for n, s in ((lost, f"{lost} lost"), (doubled, f"{doubled} completed twice"),
                                 (bad_dup, f"{bad_dup} duplicates with a wrong offset"),
                                 (dangling, f"{dangling} duplicates pointing at no transaction of their change "
                                            f"(the client takes them as success: the write is lost)")) if n]
-        return result("3", "fail", f"of {len(acked)} acknowledged submits: " + ", ".join(parts), witnesses, metrics)
+        text = f"of {len(acked)} acknowledged submits: " + ", ".join(parts) if parts else ""
+        if rex.executed:
+            text = "; ".join(x for x in (rex.explanation(), text) if x)
+        return result("3", "fail", text, rex.witnesses + witnesses, metrics)
     if unread:
         return result("3", "unknown", f"{plural(unread_n, 'acknowledged submit')} without completion on "
                                       f"{', '.join(sorted(unread))}, whose completion stream was never read",
@@ -149,12 +166,123 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
     if pending and not qp.judgeable:
         return result("3", "unknown", f"{plural(pending, 'acknowledged submit')} without completion; cannot call them "
                                       f"lost: {qp.reason}", metrics=metrics)
+    if rex.not_judged and not qp.judgeable:
+        return result("3", "unknown", f"{plural(rex.not_judged, 'transaction')} of a definitely rejected change ID "
+                                      f"without an OK completion seen; cannot tell yet whether a rejected submission "
+                                      f"was executed: {qp.reason}", metrics=metrics)
     note = f" ({pending} acknowledged in the last {r.completion_grace_s:g}s not judged)" if pending else ""
+    if rex.rejections:
+        note += f"; {plural(rex.rejections, 'definite rejection')}, none executed"
+        if rex.not_judged:
+            note += (f" ({plural(rex.not_judged, 'transaction')} of a rejected change seen in the last "
+                     f"{r.completion_grace_s:g}s without an OK completion yet: not judged)")
     if dup_unjudged:
         note += (f" ({plural(dup_unjudged, 'duplicate')} of a change whose acceptance the streams never covered "
                  f"not judged)")
     return result("3", "pass", f"all {len(acked) - pending} judged acknowledged submits completed once{note}",
                   metrics=metrics)
+
+
+@dataclass
+class RejectedExecuted:
+    """Definitely rejected submissions that were executed anyway: ``pairs`` of (rejection completion,
+    transaction); ``not_judged``: such transactions seen too late in the history to tell."""
+
+    rejections: int = 0
+    executed: int = 0
+    not_judged: int = 0
+    witnesses: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[tuple[Event, Event]] = field(default_factory=list)
+
+    def explanation(self) -> str:
+        return (f"{plural(self.executed, 'definitely rejected submission')} executed anyway (of "
+                f"{plural(self.rejections, 'definite rejection')}): a transaction of the change ID that no OK "
+                "completion accounts for - the client was told 'not executed' and may retry it")
+
+    def metrics(self) -> dict[str, int]:
+        return {"definite_rejections": self.rejections, "rejected_executed": self.executed,
+                "rejected_executed_not_judged": self.not_judged}
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def rejected_executed(idx: HistoryIndex, qp: QuietPeriod) -> RejectedExecuted:
+    """Transactions of a definitely rejected submission (completion NOT_SEQUENCED_TIMEOUT, LOCAL_VERDICT_TIMEOUT
+    or REJECTED).
+
+    A transaction T (in any participant's stream) belongs to the rejected submission when it is a transaction of
+    the same change ID (its submitter, user, act_as, command_id) and no OK completion accounts for it (no OK
+    completion of its submitter carries its ``tx_id``). Why that is enough, and honest about ``info``: a
+    transaction commits together with the OK completion of the submission that produced it, so an executed
+    submission of that change - whatever its submit's outcome, ``info`` included - shows its own OK completion
+    and accounts for its transaction; a retry after the rejection (allowed: a rejection frees the change ID) is
+    accounted for the same way. Nothing is inferred from a submit: only observed completions and transactions
+    count. A transaction that no OK completion accounts for *yet* is judged only once the history is judgeable
+    (faults healed, quiet period passed) and it was seen at least ``completion_grace_s`` before the end (its
+    completion would have been read by then); otherwise it is counted as not judged.
+
+    The witness pair names the change ID, the rejected submission (its completion: status, completion offset)
+    and the transaction (its ``tx_id`` and offset). With several rejections of one change ID, the one that
+    precedes the transaction most closely (by record time, else by history time) is named."""
+    out = RejectedExecuted()
+    rejections: dict[ChangeKey, list[Event]] = defaultdict(list)
+    accounted: set[tuple[str, Any]] = set()
+    for ev in idx.completions:
+        v = ev.value
+        status = v.get("status")
+        if status in DEFINITE_REJECTIONS:
+            rejections[change_key(v)].append(ev)
+            out.rejections += 1
+        elif status == "OK" and v.get("tx_id") is not None:
+            accounted.add((str(v.get("participant")), v.get("tx_id")))
+    if not rejections:
+        return out
+    found: dict[tuple[str, Any], tuple[Event, float]] = {}   # (submitter, tx_id) -> (copy to show, first seen)
+    for part, stream in idx.transactions.items():
+        for ev in stream:
+            v = ev.value
+            tx = v.get("tx_id")
+            if ev.f != "transaction" or tx is None:
+                continue
+            submitter = str(v.get("submitter", part))
+            if (submitter, tx) in accounted or change_key({**v, "participant": submitter}) not in rejections:
+                continue
+            k = (submitter, tx)
+            prev = found.get(k)
+            if prev is None:
+                found[k] = (ev, ev.t)
+            elif part == submitter and str(prev[0].value.get("participant", "")) != submitter:
+                found[k] = (ev, min(prev[1], ev.t))   # the submitter's own copy is the clearer witness
+            else:
+                found[k] = (prev[0], min(prev[1], ev.t))
+    for (submitter, tx), (tev, first_seen) in found.items():
+        if not (qp.judgeable and first_seen <= qp.judge_before):
+            out.not_judged += 1
+            continue
+        key = change_key({**tev.value, "participant": submitter})
+        rej = _closest_before(rejections[key], tev)
+        out.executed += 1
+        out.pairs.append((rej, tev))
+        change = (f"change (participant {key[0]}, user {key[1]}, act_as {list(key[2])}, command {key[3]!r})")
+        rv = rej.value
+        keep(out.witnesses, rej, f"{change}: submission {rv.get('submission_id')!r} definitely rejected "
+                                 f"({rv.get('status')}, completion offset {rv.get('completion_offset')!r})")
+        keep(out.witnesses, tev, f"{change}: executed anyway - transaction {tx!r} at offset "
+                                 f"{tev.value.get('offset')!r} in {tev.value.get('participant', submitter)}'s "
+                                 f"stream, no OK completion accounts for it")
+    return out
+
+
+def _closest_before(rejs: list[Event], tev: Event) -> Event:
+    rt = tev.value.get("record_time")
+    if _num(rt):
+        cands = [e for e in rejs if _num(e.value.get("record_time")) and e.value["record_time"] <= rt]
+        if cands:
+            return max(cands, key=lambda e: e.value["record_time"])
+    before = [e for e in rejs if e.t <= tev.t]
+    return before[-1] if before else rejs[0]
 
 
 @dataclass

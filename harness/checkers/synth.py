@@ -3,7 +3,8 @@
 Why a generator rather than recorded fixtures: tests need one history per violation *and* the same history
 without it, and the benchmark needs a million operations. The clean run models what the real harness records:
 clients submitting through the LB with retries (UNAVAILABLE, timeouts as ``info`` - half of those were in fact
-applied), deliberate resubmits answered DUPLICATE_COMMAND, a DB blackhole on p1's active replica with a failover
+applied), deliberate resubmits answered DUPLICATE_COMMAND, definite rejections (some retried with the same
+command id and then accepted), a DB blackhole on p1's active replica with a failover
 to p1b and stream resumptions, a sequencer kill with a member re-subscribing elsewhere, 250 ms health probes,
 write evidence, phase and expect markers. Each name in ``BUGS`` changes the run the way a broken node would.
 """
@@ -31,7 +32,12 @@ BUGS: dict[str, str] = {
     "p1_stuck": "10: p1 never serves again after the last heal (p2 does)",
     "stale_read": "4: a ledger-end read right after an OK completion does not include it",
     "ack_while_cut": "11: p1a acknowledges a submit while its database is cut",
+    "rejected_executed": "3: a submission answered NOT_SEQUENCED_TIMEOUT is sequenced late and executed anyway",
 }
+#: the definite rejections a clean run contains (a small share of the acknowledged submissions)
+REJECTIONS = ("NOT_SEQUENCED_TIMEOUT", "LOCAL_VERDICT_TIMEOUT", "REJECTED")
+REJECT_RATIO = 0.015
+MAX_SEQUENCING_S = 10.0   # a NOT_SEQUENCED_TIMEOUT / LOCAL_VERDICT_TIMEOUT is published this long after the ack
 PARTS = {"p1": ("p1a", "p1b"), "p2": ("p2a", "p2b")}
 SEQS = ("seq1", "seq2", "seq3")
 MEMBERS = {"p1": "seq1", "p2": "seq2", "med1": "seq3"}
@@ -62,6 +68,7 @@ class _Cmd:
     t_commit: float = 0.0
     offsets: dict[str, int] = field(default_factory=dict)
     tx_id: str = ""
+    rejected: str = ""   # the status of a definite rejection of its last acknowledged submission
 
 
 class _Gen:
@@ -70,6 +77,7 @@ class _Gen:
         if unknown:
             raise ValueError(f"unknown synthetic bug(s) {sorted(unknown)}; known: {sorted(BUGS)}")
         self.cfg, self.rng, self.ev = cfg, random.Random(cfg.seed), []
+        self.rrng = random.Random(f"{cfg.seed}/rejections")   # its own stream: the rest of the run stays as it was
         self.bug = cfg.bugs.__contains__
         commands = max(50, int(cfg.ops / OPS_PER_COMMAND))
         self.d = max(60.0, commands / 200.0)
@@ -118,18 +126,21 @@ class _Gen:
                 informees = [part, "p2" if part == "p1" else "p1"] if self.rng.random() < 0.3 else [part]
                 cmd = _Cmd(part, f"c{c}-{n}", user, informees)
                 t = self.command(proc, cmd, t, resubmit=False)
+                if cmd.rejected and not cmd.tx_id and self.rrng.random() < 0.5 and t < self.end - 2.0:
+                    # a definite rejection frees the change ID: the application retries it, and it is accepted
+                    t = self.command(proc, cmd, t + 0.01, resubmit=False, tag="x", may_reject=False)
                 if cmd.tx_id and self.rng.random() < 0.02 and t < self.end - 2.0:
                     t = self.command(proc, cmd, t + 0.01, resubmit=True)
                 n += 1
                 t += period * self.rng.uniform(0.5, 1.5)
 
-    def command(self, proc: str, cmd: _Cmd, t: float, resubmit: bool) -> float:
+    def command(self, proc: str, cmd: _Cmd, t: float, resubmit: bool, tag: str = "", may_reject: bool = True) -> float:
         """Submit until acknowledged (retrying like the workload); returns the time the client is free."""
         attempt = 0
         while True:
             attempt += 1
             v = {"participant": cmd.part, "command_id": cmd.cid, "user": cmd.user, "act_as": [cmd.user],
-                 "submission_id": f"{cmd.cid}-{'r' if resubmit else ''}{attempt}", "informees": cmd.informees,
+                 "submission_id": f"{cmd.cid}-{tag}{'r' if resubmit else ''}{attempt}", "informees": cmd.informees,
                  "resubmit": resubmit, "attempt": attempt, "via": "lb"}
             self.add(t, proc, "invoke", "submit", v)
             if cmd.part == "p1" and self.cfg.fault_takes and self.tf <= t < self.tf + FAILOVER_S \
@@ -160,6 +171,8 @@ class _Gen:
                 self.truth["lost_ack"] = {"submission_id": v["submission_id"]}
                 return t_ok
             t_commit = t_ok + self.rng.uniform(0.05, 0.15)
+            if not resubmit and may_reject and not cmd.tx_id and self.reject(cmd, v, t_ok, t_commit):
+                return t_ok
             if cmd.tx_id and not (resubmit and self.first("duplicate")):
                 dup = {**v, "status": "DUPLICATE_COMMAND", "existing_submission_id": cmd.tx_id}
                 self.completions.append((t_commit, cmd.part, dup, cmd))
@@ -170,10 +183,37 @@ class _Gen:
                 self.accept(cmd, v, t_commit)
             return t_ok
 
-    def accept(self, cmd: _Cmd, v: dict[str, Any], t_commit: float) -> None:
+    def accept(self, cmd: _Cmd, v: dict[str, Any], t_commit: float, complete: bool = True) -> None:
         cmd.t_commit, cmd.tx_id = t_commit, f"tx-{v['submission_id']}"
         self.accepted.append(cmd)
-        self.completions.append((t_commit + 0.01, cmd.part, {**v, "status": "OK"}, cmd))
+        if complete:
+            self.completions.append((t_commit + 0.01, cmd.part, {**v, "status": "OK"}, cmd))
+
+    def reject(self, cmd: _Cmd, v: dict[str, Any], t_ok: float, t_commit: float) -> bool:
+        """A definite rejection of the acknowledged submission ``v`` (True), for a small share of them; away from
+        the p1 failover, whose stream resumptions the clean run models separately. The ``rejected_executed`` bug
+        turns the first one early in the run into a NOT_SEQUENCED_TIMEOUT whose request is then sequenced late
+        and executed: a transaction of the change, with no OK completion."""
+        late = t_ok + MAX_SEQUENCING_S
+        if self.cfg.fault_takes and cmd.part == "p1" and t_ok < self.tf + FAILOVER_S + 1 and late > self.tf - 1:
+            return False
+        if late > self.end - 1.0:
+            return False
+        if self.bug("rejected_executed") and t_ok >= 1.0 and "rejected_executed" not in self.once \
+                and late + 1.0 < min(self.tf, self.tf2) - 1.0:
+            self.first("rejected_executed")
+            cmd.rejected = "NOT_SEQUENCED_TIMEOUT"
+            self.completions.append((late, cmd.part, {**v, "status": cmd.rejected}, None))
+            self.accept(cmd, v, late + 0.5, complete=False)   # the late request's verdict: executed, no OK
+            self.truth["rejected_executed"] = {"submission_id": v["submission_id"], "command_id": cmd.cid,
+                                               "tx_id": cmd.tx_id, "participant": cmd.part}
+            return True
+        if self.rrng.random() >= REJECT_RATIO:
+            return False
+        cmd.rejected = self.rrng.choice(REJECTIONS)
+        self.completions.append((t_commit if cmd.rejected == "REJECTED" else late, cmd.part,
+                                 {**v, "status": cmd.rejected}, None))
+        return True
 
     # --- read side ---------------------------------------------------------------------------------------
     def deliver_at(self, part: str, t: float) -> tuple[float, str | None]:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 BUG_INVARIANT = {
     "overlap_writers": "1", "duplicate": "2", "lost_ack": "3", "lost_tx": "4", "offset_dup": "5", "order": "6",
     "seq_gap": "7", "watermark": "8", "two_ready": "9", "slow_recovery": "10", "ack_while_cut": "11",
-    "p1_stuck": "10", "stale_read": "4",
+    "p1_stuck": "10", "stale_read": "4", "rejected_executed": "3",
 }
 
 
@@ -86,6 +86,9 @@ def test_witnesses_point_at_the_injected_operation() -> None:
         "stale_read": lambda vs, tr: any(v.get("offset") == tr["offset"] - 1 for v in vs)
         and any(v.get("offset") == tr["offset"] and v.get("status") == "OK" for v in vs),
         "p1_stuck": lambda vs, tr: not any(v.get("participant") == "p1" for v in vs),
+        "rejected_executed": lambda vs, tr: any(v.get("submission_id") == tr["submission_id"]
+                                                and v.get("status") == "NOT_SEQUENCED_TIMEOUT" for v in vs)
+        and any(v.get("tx_id") == tr["tx_id"] and v.get("offset") is not None for v in vs),
     }
     for bug, ok in checks.items():
         run = run_with(bug)
