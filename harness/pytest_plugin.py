@@ -8,7 +8,8 @@ settings and their order.
 
 Options (group ``ha-chaos``): ``--chaos-plan``, ``--chaos-seed``, ``--chaos-runs-dir``, ``--chaos-keep``,
 ``--chaos-budget`` (``ci`` | ``nightly``: the Hypothesis profile and how many curated plans run),
-``--chaos-profile``, ``--chaos-no-setup``.
+``--chaos-profile``, ``--chaos-no-setup``, ``--chaos-replication`` (``sync`` | ``async``: the PostgreSQL replication
+of every topology the fixtures start; ``--async-replication`` is ``--chaos-replication async``).
 
 The seed of the generated plans (``--chaos-seed``; under ``nightly`` without it a fresh one, under ``ci`` none:
 derandomized) is printed in the header and the summary, and handed to test modules as ``plan_seed()``.
@@ -63,6 +64,8 @@ EXAMPLE_BOUND_S = 300.0
 MARGIN_S = 300.0
 #: this project's chaos tests: the Hypothesis profile of the budget applies to them alone
 CHAOS_TESTS_DIR = Path(__file__).resolve().parents[1] / "tests" / "chaos"
+#: ``--chaos-replication``: Patroni synchronous_mode on (the default) or off (asynchronous, known-unsafe)
+REPLICATION_MODES = ("sync", "async")
 #: the markers of ha-chaos's test tiers, as pyproject.toml lists them (a unit test keeps the two equal)
 MARKERS = (
     "unit: pure tests, no Docker, seconds",
@@ -86,6 +89,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="profile of the session `topology` fixture (default: full)")
     group.addoption("--chaos-no-setup", action="store_true", default=False,
                     help="do not run `ha-chaos setup` before Docker tests")
+    group.addoption("--chaos-replication", dest="chaos_replication", choices=REPLICATION_MODES, default="sync",
+                    help="PostgreSQL replication of the topologies the fixtures start: sync (Patroni synchronous_mode, "
+                         "the default) or async (the known-unsafe mode: a failover may lose acknowledged commits)")
+    group.addoption("--async-replication", dest="chaos_replication", action="store_const", const="async",
+                    help="the same as --chaos-replication async")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -130,8 +138,26 @@ def generated_timeout_s(examples: int) -> float:
     return max(TEST_TIMEOUT_S, examples * EXAMPLE_BOUND_S + MARGIN_S)
 
 
+def replication(config: pytest.Config) -> str:
+    """``sync`` or ``async``: the PostgreSQL replication of the topologies this session's fixtures start."""
+    return str(config.getoption("--chaos-replication"))
+
+
+def replication_label(synchronous: bool) -> str:
+    return "sync" if synchronous else "async"
+
+
+def topology_kwargs(config: pytest.Config, **kw: Any) -> dict[str, Any]:
+    """Keyword arguments of a ``Topology`` a fixture starts: the session's replication mode, unless the test
+    asks for one itself (``topology_factory("postgres", synchronous_mode=True)``)."""
+    return {"synchronous_mode": replication(config) == "sync", **kw}
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"{seed_line(config.stash.get(_seed_key, None))}; budget {config.getoption('--chaos-budget')}"
+    mode = replication(config)
+    unsafe = " (known-unsafe: a failover may lose acknowledged commits)" if mode == "async" else ""
+    return (f"{seed_line(config.stash.get(_seed_key, None))}; budget {config.getoption('--chaos-budget')}; "
+            f"PostgreSQL replication {mode}{unsafe}")
 
 
 def is_own_chaos_path(path: Path | None) -> bool:
@@ -266,14 +292,17 @@ def _start(topo: Topology) -> Topology:
 
 
 @pytest.fixture(scope="session")
-def topology(request: pytest.FixtureRequest, machine: None) -> Iterator[Topology]:
-    """The reference topology (profile from --chaos-profile), shared by the whole session."""
+def topology(request: pytest.FixtureRequest, machine: None,
+             record_testsuite_property: Callable[[str, object], None]) -> Iterator[Topology]:
+    """The reference topology (profile from --chaos-profile, replication from --chaos-replication), shared by the
+    whole session; its replication mode is the JUnit test-suite property ``chaos_replication``."""
     from harness.topology.compose import Topology
     from harness.topology.signals import terminate_gracefully
 
     with terminate_gracefully():
-        topo = _start(Topology(request.config.getoption("--chaos-profile"),
-                               seed=request.config.stash.get(_seed_key, None) or 0))
+        kw = topology_kwargs(request.config, seed=request.config.stash.get(_seed_key, None) or 0)
+        record_testsuite_property("chaos_replication", replication_label(kw["synchronous_mode"]))
+        topo = _start(Topology(request.config.getoption("--chaos-profile"), **kw))
         try:
             yield topo
         finally:
@@ -282,7 +311,9 @@ def topology(request: pytest.FixtureRequest, machine: None) -> Iterator[Topology
 
 @pytest.fixture
 def topology_factory(request: pytest.FixtureRequest, machine: None) -> Iterator[Callable[..., Topology]]:
-    """Start dedicated topologies for one test; all are torn down after it (kept with --chaos-keep on failure)."""
+    """Start dedicated topologies for one test (replication from --chaos-replication unless ``synchronous_mode`` is
+    given; the test's JUnit property ``chaos_replication``); all are torn down after it (kept with --chaos-keep on
+    failure)."""
     from harness.topology.compose import Topology
 
     started: list[Topology] = []
@@ -290,6 +321,8 @@ def topology_factory(request: pytest.FixtureRequest, machine: None) -> Iterator[
     def make(profile: str = "full", **kw: Any) -> Topology:
         if kw.get("bugs"):
             kw["bugs"] = _checked_bugs(kw["bugs"])
+        kw = topology_kwargs(request.config, **kw)
+        record_replication(request.node.user_properties, kw["synchronous_mode"])
         topo = Topology(profile, **kw)
         started.append(topo)
         return _start(topo)
@@ -299,6 +332,13 @@ def topology_factory(request: pytest.FixtureRequest, machine: None) -> Iterator[
     finally:
         for topo in started:
             _teardown(request, topo, request.node.stash.get(_failed_key, False))
+
+
+def record_replication(properties: list[tuple[str, object]], synchronous: bool) -> None:
+    """The JUnit property ``chaos_replication`` of a test (once per mode it used)."""
+    prop = ("chaos_replication", replication_label(synchronous))
+    if prop not in properties:
+        properties.append(prop)
 
 
 def _checked_bugs(bugs: str) -> str:
@@ -339,6 +379,7 @@ def chaos_run(request: pytest.FixtureRequest, record_property: Callable[[str, ob
         except HarnessError as exc:
             pytest.fail(f"topology did not settle before {p.name}: {exc.render()}", pytrace=False)
         outcome = run_plan(p, topo, request.config.getoption("--chaos-runs-dir"), bugs=bugs)
+        record_replication(request.node.user_properties, getattr(topo, "synchronous_mode", True))
         request.config.stash[_reports_key].append(f"{request.node.nodeid}: {record_outcome(outcome, record_property)}")
         return outcome
 

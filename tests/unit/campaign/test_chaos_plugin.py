@@ -174,3 +174,82 @@ def test_only_chaos_tests_and_shared_topology_tests_are_moved() -> None:
              _Item("unit", "unit"), _Item("own-topology", None, topology="conftest"), _Item("z", "integration")]
     plugin.pytest_collection_modifyitems(None, None, items)  # type: ignore[arg-type]
     assert [i.name for i in items] == ["a", "unit", "own-topology", "z", "shared", "chaos"]
+
+
+# --- --chaos-replication ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, mode", [
+    ([], "sync"), (["--chaos-replication", "async"], "async"), (["--async-replication"], "async"),
+    (["--chaos-replication", "sync"], "sync"),
+])
+def test_replication_option_defaults_to_sync_and_async_replication_is_its_alias(args: list[str], mode: str) -> None:
+    parser = pytest.Parser(_ispytest=True)
+    plugin.pytest_addoption(parser)
+    assert parser.parse_known_args(args).chaos_replication == mode
+    with pytest.raises(pytest.UsageError, match="invalid choice"):
+        parser.parse_known_args(["--chaos-replication", "semi-sync"])
+
+
+class _Config:
+    def __init__(self, replication: str) -> None:
+        self.options = {"--chaos-replication": replication, "--chaos-budget": "ci", "--chaos-profile": "full",
+                        "--chaos-keep": False}
+        self.stash: dict[object, object] = {}
+
+    def getoption(self, name: str) -> object:
+        return self.options[name]
+
+
+class _FakeTopology:
+    made: list[_FakeTopology] = []
+
+    def __init__(self, profile: str, **kw: Any) -> None:
+        self.profile, self.kw, self.stopped = profile, kw, False
+        self.synchronous_mode = kw["synchronous_mode"]
+        _FakeTopology.made.append(self)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def _request(replication: str) -> Any:
+    node = SimpleNamespace(user_properties=[], stash={})
+    return SimpleNamespace(config=_Config(replication), node=node, session=SimpleNamespace(stash={}))
+
+
+@pytest.mark.parametrize("replication, synchronous", [("sync", True), ("async", False)])
+def test_every_topology_the_fixtures_start_gets_the_replication_mode(
+        replication: str, synchronous: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.topology import compose
+
+    monkeypatch.setattr(compose, "Topology", _FakeTopology)
+    monkeypatch.setattr(plugin, "_start", lambda topo: topo)
+    _FakeTopology.made = []
+    suite: dict[str, object] = {}
+    request = _request(replication)
+    session = plugin.topology.__wrapped__(request, None, suite.__setitem__)
+    shared = next(session)
+    assert shared.kw["synchronous_mode"] is synchronous and shared.kw["seed"] == 0
+    assert suite == {"chaos_replication": replication}
+    factory = plugin.topology_factory.__wrapped__(request, None)
+    make = next(factory)
+    dedicated = make("postgres", bugs="no_fencing")
+    explicit = make("postgres", synchronous_mode=True)  # a test that needs one mode says so; it wins
+    assert dedicated.kw == {"synchronous_mode": synchronous, "bugs": "no_fencing"}
+    assert explicit.kw == {"synchronous_mode": True}
+    assert ("chaos_replication", replication) in request.node.user_properties
+    assert ("chaos_replication", "sync") in request.node.user_properties
+    for gen in (factory, session):
+        with pytest.raises(StopIteration):
+            next(gen)
+    assert all(t.stopped for t in _FakeTopology.made)
+
+
+def test_the_replication_mode_is_in_the_header_and_recorded_once_per_test() -> None:
+    assert plugin.pytest_report_header(_Config("sync")).endswith("; budget ci; PostgreSQL replication sync")  # type: ignore[arg-type]
+    header = plugin.pytest_report_header(_Config("async"))  # type: ignore[arg-type]
+    assert "PostgreSQL replication async (known-unsafe" in header
+    props: list[tuple[str, object]] = []
+    plugin.record_replication(props, False)
+    plugin.record_replication(props, False)
+    assert props == [("chaos_replication", "async")]
+    assert plugin.topology_kwargs(_Config("async")) == {"synchronous_mode": False}  # type: ignore[arg-type]
