@@ -16,6 +16,7 @@ from sut_support import Cluster, PgServer, collect, node_config, wait_until
 from wire_faults import WireForwarder
 
 from harness.sut.client import LedgerClient
+from harness.sut.common.db import FatalDbError
 from harness.sut.participant.node import ParticipantNode
 
 pytestmark = pytest.mark.integration
@@ -80,5 +81,34 @@ def test_a_submission_whose_record_committed_but_whose_reply_was_lost_is_accepte
                     await asyncio.gather(task, return_exceptions=True)
         finally:
             await c.stop()
+            await fw.close()
+    asyncio.run(main())
+
+
+def test_a_transaction_whose_commit_reply_was_lost_is_retried_not_fatal(pg: PgServer) -> None:
+    """A multi-statement write (``Writer.write``: BEGIN ... COMMIT) whose connection drops - here right after
+    the server committed - is a transient error: the writer retries it on a new connection. It must not become a
+    fatal one (the process exits): asyncpg hands a lost connection back to its pool at once, so asking the
+    connection afterwards whether it is still in a transaction raised "released back to the pool", which is not
+    a transient error. Every multi-statement write - event processing, a submission that re-opens a dedup row -
+    had this failure on any connection loss."""
+    async def main() -> None:
+        db = await pg.create_db("p1")
+        fw = await WireForwarder(pg.port).start()
+        node = ParticipantNode(node_config("participant", "p1a", "p1", pg.dsn(db, fw.port),
+                                           endpoints=("127.0.0.1:1",)))   # no sequencer needed
+        await node.start()
+        try:
+            await wait_until(lambda: node.writer is not None, 15, "p1a active")
+            assert node.writer is not None
+            lost = fw.lose_reply(b"lost-commit-reply-marker", commit=True)
+            try:
+                await node.writer.write(lambda c: c.execute("select 'lost-commit-reply-marker'"), what="probe")
+            except FatalDbError as exc:
+                pytest.fail(f"a lost connection was taken for a fatal error: {exc}")
+            assert lost.is_set(), "the commit reply was not lost: nothing was tested"
+            assert node.fatal is None and node.election.role == "active"
+        finally:
+            await node.stop()
             await fw.close()
     asyncio.run(main())
