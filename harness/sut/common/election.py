@@ -116,6 +116,19 @@ class _PoolGuard:
                 conn.terminate()
 
 
+def _needs_rollback(conn: asyncpg.Connection) -> bool:
+    """Whether a failed transaction's connection is still open and inside the transaction.
+
+    A lost connection (dropped mid-transaction, or right after COMMIT before the reply came) is handed back to its
+    pool by asyncpg at once, and the pool's proxy then refuses every call with "released back to the pool": an
+    InterfaceError that is not transient. Raised here it replaced the transient error of the lost connection, so
+    the write was not retried but fatal (the process exited)."""
+    try:
+        return not conn.is_closed() and conn.is_in_transaction()
+    except asyncpg.exceptions.InterfaceError:
+        return False
+
+
 class Writer:
     """The active replica's fenced write path: a pool whose connections each hold the writers lock (shared)."""
 
@@ -151,11 +164,13 @@ class Writer:
                 result = await fn(conn)
                 await conn.execute(self._epoch_update + "; COMMIT")
             except BaseException:
-                if not conn.is_closed() and conn.is_in_transaction():
+                if _needs_rollback(conn):
                     try:
                         await conn.execute("ROLLBACK")
                     except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError):
-                        conn.terminate()   # unusable: the pool opens a new one (which re-takes the lock)
+                        # unusable: the pool opens a new one (which re-takes the lock); already released if lost
+                        with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+                            conn.terminate()
                 raise
             return result
 
