@@ -61,7 +61,22 @@ def _validate_common(args: argparse.Namespace) -> None:
         args.bugs = check_bugs(args.bugs)
 
 
+def line_buffered() -> None:
+    """Line-buffer stdout and stderr when they are not a terminal (a pipe, a CI log, ``| tee``).
+
+    Why: Python block-buffers a non-terminal stdout, so ``ha-chaos run | cat`` on a fresh machine showed nothing for
+    minutes (set-up, image builds) and then every line at once at exit. Progress must arrive as it happens.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.isatty() and hasattr(stream, "reconfigure"):
+                stream.reconfigure(line_buffering=True)
+        except (ValueError, OSError):  # a closed or detached stream: nothing to configure
+            continue
+
+
 def main(argv: list[str] | None = None) -> int:
+    line_buffered()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
