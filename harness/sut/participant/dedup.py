@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-Decision = Literal["new", "in_flight", "duplicate"]
+#: ``recorded``: the entry is this very submission's own record (see ``decide``)
+Decision = Literal["new", "in_flight", "duplicate", "recorded"]
 
 MAX_DEDUP_PERIOD_US = 7 * 24 * 3600 * 1_000_000
 
@@ -26,12 +27,19 @@ class DedupEntry:
     submission_id: str
     tx_offset: int | None = None
     accepted_at_us: int | None = None   # record time of the accepted transaction
+    request_id: str | None = None       # the submission that recorded the entry (request ids are fresh per submission)
 
 
-def decide(entry: DedupEntry | None, now_us: int, period_us: int) -> Decision:
-    """What to do with a new submission of a change ID, given what the store knows about it."""
+def decide(entry: DedupEntry | None, now_us: int, period_us: int, request_id: str | None = None) -> Decision:
+    """What to do with a new submission (``request_id``) of a change ID, given what the store knows about it.
+
+    ``recorded``: the entry was written by this very submission - an earlier attempt of its transaction committed
+    and only the reply was lost. It is the submission's own successful record, not another one in flight (a 409
+    says nothing was recorded)."""
     if entry is None:
         return "new"
+    if request_id is not None and entry.request_id == request_id:
+        return "recorded"
     if entry.state == "inflight":
         return "in_flight"
     if entry.accepted_at_us is not None and now_us - entry.accepted_at_us <= period_us:

@@ -307,14 +307,17 @@ class ParticipantNode:
                     if mem is not None:
                         entry = sub.mem_entry
                         decision = decide(entry, sub.now, sub.period)
+                        if decision == "new":
+                            await store.insert_inflight(conn, req)
                     else:
                         entry = await store.load_dedup(conn, key)
-                        decision = decide(entry, sub.now, sub.period)
+                        decision = decide(entry, sub.now, sub.period, req["request_id"])
                         if decision == "new":
                             await store.set_inflight(conn, key, req["submission_id"], req["request_id"])
-                    if decision == "new":
-                        await store.insert_inflight(conn, req)
-                    elif decision == "duplicate" and entry is not None:
+                            await store.insert_inflight(conn, req)
+                        elif decision == "recorded":   # by an attempt of this transaction whose reply was lost
+                            decision = "new"
+                    if decision == "duplicate" and entry is not None:
                         await store.add_completion(conn, fx, completion_body(
                             self.ctx, req, "DUPLICATE_COMMAND", offset=entry.tx_offset,
                             existing_submission_id=entry.submission_id), None)

@@ -72,7 +72,7 @@ async def load_dedup(conn: asyncpg.Connection, key: str) -> DedupEntry | None:
     r = await conn.fetchrow("select * from p_dedup where change_key = $1 for update", key)
     if r is None:
         return None
-    return DedupEntry(r["state"], r["submission_id"], r["tx_offset"], r["accepted_at"])
+    return DedupEntry(r["state"], r["submission_id"], r["tx_offset"], r["accepted_at"], r["request_id"])
 
 
 async def claim_new(conn: asyncpg.Connection, key: str, submission_id: str, request_id: str) -> bool:
@@ -100,14 +100,22 @@ async def claim_and_record_many(fetch: Callable[..., Awaitable[list[asyncpg.Reco
     ids whose change ID had no dedup row yet, now claimed and in flight. Rows are claimed in list order, so of two
     submissions of one change ID in the same list the first wins and the second finds its row (then decide).
     ``fetch(sql, *args)`` runs the statement: ``conn.fetch`` inside a transaction, or a ``Writer.write_one`` that
-    makes it its own fenced transaction."""
+    makes it its own fenced transaction.
+
+    A request whose dedup row already carries its own request id counts as claimed too: an earlier run of this
+    statement committed it and only the reply was lost (the writer retried on a new connection). Request ids are
+    fresh per submission, so nobody else's row matches; the statement's snapshot predates the rows ``c`` inserts,
+    so no request is returned twice. Without this the retry found its own row "in flight" and answered 409 with its
+    own submission id, and the request was never sent."""
     rows = await fetch(
         "with u as (select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) "
         "  with ordinality as u(k, s, r, m, q, n)), "
         "c as (insert into p_dedup (change_key, state, submission_id, request_id) "
-        "  select k, 'inflight', s, r from u order by n on conflict do nothing returning request_id) "
-        "insert into p_inflight (request_id, change_key, submission_id, max_sequencing_time, request) "
-        "select u.r, u.k, u.s, u.m, u.q::jsonb from u join c on c.request_id = u.r returning request_id",
+        "  select k, 'inflight', s, r from u order by n on conflict do nothing returning request_id), "
+        "i as (insert into p_inflight (request_id, change_key, submission_id, max_sequencing_time, request) "
+        "  select u.r, u.k, u.s, u.m, u.q::jsonb from u join c on c.request_id = u.r returning request_id) "
+        "select request_id from i "
+        "union all select d.request_id from p_dedup d join u on d.change_key = u.k and d.request_id = u.r",
         [r["change_key"] for r in requests], [r["submission_id"] for r in requests],
         [r["request_id"] for r in requests], [r["max_sequencing_time"] for r in requests],
         [json.dumps(r) for r in requests])
