@@ -2,7 +2,7 @@
 topology with that bug makes the matching invariant FAIL. The same plans PASS on the correct nodes
 (tests/chaos/test_curated.py runs them on the session topology, which has no bug switch).
 
-Every switch has a case. The three that need a particular fault:
+Every switch has a case. The ones that need a particular fault:
 - ``no_lock_keepalive``: active-participant-cut-from-db partitions the active p1 replica from PostgreSQL; through
   the proxies the partition silences its sessions at the database server, so only the server's TCP keepalives
   (the node's settings) release its locks. Without them p1 does not fail over within the plan's
@@ -15,6 +15,13 @@ Every switch has a case. The three that need a particular fault:
   (invariant 4).
 - ``write_behind_submit``: active-db-blackhole holds every byte of the active p1 replica's DB link; until the load
   balancer stops routing to it, the buggy replica acknowledges submissions it cannot record (invariant 11).
+- ``sequence_late_sends``: sequencer-link-squeeze slows the active participants' sequencer links; a request that
+  reaches a sequencer only after its max-sequencing-time (HA_MAX_SEQUENCING 10 s in compose) has been answered
+  NOT_SEQUENCED_TIMEOUT by its participant, and the buggy sequencers sequence it anyway: it is executed
+  (invariant 3, a definitely rejected submission executed). The bug shows only if some send is held past its
+  max-sequencing-time: a step that cuts ``seq_links(active(p1))`` for longer than that (e.g. ``link_down`` for
+  14 s) does it at every heal (p1's client re-sends until max-sequencing-time + 1 s, so about a second's worth of
+  its requests reach a sequencer late); 300 ms of latency and the 16 KB/s squeeze alone may not.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ CASES = {
     "retry_non_transient": ("bad-db-setting", {"10"}),
     "ack_before_durable": ("slow-db-link", {"4"}),
     "write_behind_submit": ("active-db-blackhole", {"11"}),
+    "sequence_late_sends": ("sequencer-link-squeeze", {"3"}),
 }
 #: the ci budget runs these; nightly runs every case
 CI_CASES = ("dedup_in_memory",)   # one is the smoke (each case starts its own topology); nightly runs all

@@ -21,6 +21,7 @@ KNOWN_BUGS = frozenset({
     "unordered_indexing",    # a processed batch's transactions get offsets in reverse event order
     "no_resubscribe",        # the sequencer client treats a lost subscription as final and never re-subscribes
     "write_behind_submit",   # a submission is acknowledged before its in-flight record is written (write-behind)
+    "sequence_late_sends",   # sequencers sequence a send that reaches them after its max-sequencing-time
 })
 
 

@@ -375,3 +375,86 @@ def test_no_resubscribe_stalls_after_a_lost_subscription(pg: PgServer, bug: bool
         finally:
             await c.stop()
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_sequence_late_sends_executes_a_definitely_rejected_submission(pg: PgServer, bug: bool) -> None:
+    """Invariant 3 (a definite rejection is the submission's only outcome): with ``sequence_late_sends`` the
+    sequencers sequence a send that reaches them after its max-sequencing-time.
+
+    p1's active replica is cut from every sequencer while a submission is acknowledged, so its request is not
+    sequenced in time; once the links are back, p1 sees sequencer time pass the request's max-sequencing-time and
+    publishes NOT_SEQUENCED_TIMEOUT. Then the request reaches a sequencer late: the test delivers p1's own send
+    (same sender, message id, recipients and body) as a network that held it would. A buggy sequencer sequences
+    it, and p1 and the mediator process it like any request: a transaction of the change the client was told is
+    definitely not executed. A correct sequencer answers 409 MAX_SEQUENCING_TIME_EXCEEDED and sequences nothing.
+    The history of the streams then fails (bug) / passes (correct) invariant 3."""
+    from harness.checkers.model import CheckContext
+    from harness.checkers.submissions import check_acknowledged_completes
+    from harness.history import Event
+    from harness.sut.sequencer.store import now_us
+
+    async def main() -> None:
+        bugs = frozenset({"sequence_late_sends"}) if bug else frozenset()
+        c = await Cluster(pg, bugs={f"seq{i}": bugs for i in (1, 2, 3)}, with_participants=("p1",)).start()
+        db = c.dbs["p1"]
+        try:
+            act = c.active("p1")
+            c.cut_sequencers(act.cfg.replica)             # acknowledged and durable, but not sequenced
+            sub = await c.submit("p1", user="u", act_as=["alice"], command_id="late")
+            assert sub.ok, sub
+            row = (await pg.query(db, "select request, max_sequencing_time from p_inflight"))[0]
+            req, mst = json.loads(row["request"]), row["max_sequencing_time"]
+            # p1's sequencer client re-sends until max-sequencing-time + 1 s (then gives up): past that, and past
+            # its last back-off (at most 1 s), the send below is the only copy that can reach a sequencer
+            await wait_until(lambda: now_us() > mst + 2_500_000, 30, "p1's client gave up its send")
+            c.heal_sequencers(act.cfg.replica)
+
+            async def statuses() -> list[str]:
+                return [x["status"] for x in await _completions_of(pg, db, "late")]
+
+            async def timed_out() -> bool:
+                return await statuses() == ["NOT_SEQUENCED_TIMEOUT"]
+            await wait_until(timed_out, 20, "p1 publishes NOT_SEQUENCED_TIMEOUT (its ticker's time proof)")
+            # the held send arrives now (what SequencerClient.send would have sent for this request)
+            recipients = sorted({req["mediator"], *req["informee_participants"]})
+            payload = {k: v for k, v in req.items() if k != "change_key"}
+            async with SequencerApiClient(url(c.sequencers[1])) as sc:
+                status, answer = await sc.send("p1", recipients, payload, req["request_id"], max_sequencing_time=mst)
+
+            async def executed() -> list[dict[str, Any]]:
+                return [json.loads(r["body"]) for r in
+                        await pg.query(db, "select body from p_transactions where tx_id = $1", req["request_id"])]
+            if bug:
+                assert status == 200 and answer["ts"] > mst, (status, answer)
+
+                async def tx_seen() -> bool:
+                    return len(await executed()) == 1
+                await wait_until(tx_seen, 30, "the late request is executed")
+                assert await statuses() == ["NOT_SEQUENCED_TIMEOUT"]   # and no OK completion: the client was told no
+            else:
+                assert status == 409 and answer["error"] == "MAX_SEQUENCING_TIME_EXCEEDED", (status, answer)
+                seq = await pg.query(c.dbs["sequencer"], "select count(*) as n from seq_events where message_id = $1",
+                                     req["request_id"])
+                assert seq[0]["n"] == 0 and await executed() == []
+            # the same outcome as the harness records it from the Ledger API streams
+            async with LedgerClient(c.ledger_url("p1")) as cl:
+                comps = [x async for x in _take(cl.completions(0, idle_timeout=5), 1)]
+                txs = [x async for x in _take(cl.transactions(0, idle_timeout=5), 1)] if bug else []
+            v = {"participant": "p1", "command_id": "late", "user": "u", "act_as": ["alice"],
+                 "submission_id": sub.body["submission_id"]}
+            history = [Event(0.0, "client-1", "invoke", "submit", v), Event(0.1, "client-1", "ok", "submit", v),
+                       Event(0.2, "completions-p1", "info", "subscribe", {"participant": "p1", "from_offset": 0}),
+                       *(Event(1.0, "completions-p1", "ok", "completion", {**x, "participant": "p1"})
+                         for x in comps),
+                       *(Event(2.0, "transactions-p1", "ok", "transaction", {**x, "participant": "p1"})
+                         for x in txs),
+                       Event(3.0, "harness", "info", "phase", {"phase": "end"})]
+            verdict = check_acknowledged_completes(history, CheckContext(completion_grace_s=0))
+            assert verdict.verdict == ("fail" if bug else "pass"), verdict.explanation
+            if bug:
+                assert {w["value"].get("tx_id") for w in verdict.witnesses} >= {req["request_id"]}
+                assert verdict.witnesses[0]["value"]["submission_id"] == sub.body["submission_id"]
+        finally:
+            await c.stop()
+    asyncio.run(main())
