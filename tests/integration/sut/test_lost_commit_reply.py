@@ -112,3 +112,44 @@ def test_a_transaction_whose_commit_reply_was_lost_is_retried_not_fatal(pg: PgSe
             await node.stop()
             await fw.close()
     asyncio.run(main())
+
+
+def test_events_whose_processing_commit_reply_was_lost_reach_the_streams_once(pg: PgServer) -> None:
+    """Issue 12 item 4d: the transaction that processes a verdict (the transaction, the OK completion) commits,
+    its reply is lost, and the writer retries it. The retry finds the events already processed and produces
+    nothing, so the committed elements never reached the streams' in-memory buffer: a caught-up stream saw them
+    only after some later commit. They must be streamed now, each exactly once, and the offsets stay dense."""
+    async def main() -> None:
+        c, _, fw = await _network(pg)
+        comps: list[dict[str, Any]] = []
+        txs: list[dict[str, Any]] = []
+        try:
+            async with LedgerClient(c.ledger_url("p1")) as cl:
+                tasks = [asyncio.create_task(collect(cl.completions(0, idle_timeout=60), comps)),
+                         asyncio.create_task(collect(cl.transactions(0, idle_timeout=60), txs))]
+                try:
+                    # the first transaction that carries the command id and a COMMIT: the verdict's processing
+                    lost = fw.lose_reply(CMD.encode(), commit=True)
+                    assert (await cl.submit(user="u", act_as=["alice"], command_id=CMD, submission_id="s1")).ok
+                    await wait_until(lost.is_set, 30, "the verdict's processing committed, its reply lost")
+
+                    async def committed() -> bool:
+                        rows = await pg.query(c.dbs["p1"], "select body from p_completions")
+                        return any('"s1"' in r["body"] for r in rows)
+                    await wait_until(committed, 30, "s1's completion committed")
+                    await wait_until(lambda: _has(comps, "s1") and any(t["command_id"] == CMD for t in txs), 5,
+                                     "s1's completion and transaction streamed")
+                    # exactly once, nothing held back: a later command streams right behind them
+                    assert (await cl.submit(user="u", act_as=["alice"], command_id="next", submission_id="s2")).ok
+                    await wait_until(lambda: _has(comps, "s2") and len(txs) >= 2, 30, "s2 streamed")
+                    assert [(x["completion_offset"], x["submission_id"], x["status"]) for x in comps] == [
+                        (1, "s1", "OK"), (2, "s2", "OK")]
+                    assert [(t["offset"], t["command_id"]) for t in txs] == [(1, CMD), (2, "next")]
+                finally:
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await c.stop()
+            await fw.close()
+    asyncio.run(main())
