@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,15 +193,9 @@ class ParticipantNode:
             processed = (last["counter"], last["ts"], last["payload_hash"])
             one = requests_only(self.ctx, batch, processed)
             if one is not None:   # no verdict, no deadline: one statement, one round trip (no effects)
-                await writer.write_one(one[0], *one[1], what="process_events")
+                await writer.write_one(one[0], *one[1], what="process_events")   # idempotent if re-run
             else:
-                async def tx(conn: asyncpg.Connection, batch: list[dict[str, Any]] = batch,
-                             fx: store.Effects = fx, processed: tuple[int, int, str] = processed) -> None:
-                    fx.completions.clear()
-                    fx.transactions.clear()
-                    await process_batch(conn, self.ctx, fx, batch, processed)
-
-                await writer.write(tx, what="process_events")
+                await writer.write(self._batch_tx(batch, fx, processed), what="process_events")
             self.last_event_ts = last["ts"]
             self._tasks = [t for t in self._tasks if not t.done()]
             if ack_early:
@@ -208,6 +203,27 @@ class ParticipantNode:
             self.hub.publish(fx.completions, fx.transactions)
             if fx.completions or fx.transactions or ack_early:
                 await self.hub.notify()
+
+    def _batch_tx(self, batch: list[dict[str, Any]], fx: store.Effects,
+                  processed: tuple[int, int, str]) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+        """The transaction that processes ``batch``, for ``Writer.write``, which runs it again after a transient
+        error - also after one that hit an attempt which had committed (the connection dropped before COMMIT's
+        reply came). Such a retry finds the batch processed (``p_state`` holds its counter) and would produce
+        nothing, so the committed transactions and completions never reached the stream hub: a caught-up stream
+        saw them only after some later commit. It reads back what was committed since before the first attempt
+        instead (``fx``, published by the caller), without processing the batch twice."""
+        since = (self.hub.high["p_transactions"], self.hub.high["p_completions"])   # published => committed
+        attempts = 0
+
+        async def tx(conn: asyncpg.Connection) -> None:
+            nonlocal attempts
+            attempts += 1
+            fx.completions.clear()
+            fx.transactions.clear()
+            if attempts > 1 and await store.read_back_processed(conn, fx, processed[0], *since):
+                return
+            await process_batch(conn, self.ctx, fx, batch, processed)
+        return tx
 
     @staticmethod
     async def _send_quiet(seq: SequencerClient, rcpt: list[str], body: dict[str, Any], mid: str, mst: int) -> None:

@@ -68,6 +68,23 @@ async def add_transaction(conn: asyncpg.Connection, fx: Effects, body: dict[str,
     return off
 
 
+async def read_back_processed(conn: asyncpg.Connection, fx: Effects, counter: int, tx_after: int,
+                              completion_after: int) -> bool:
+    """Whether the sequencer events up to ``counter`` are processed already (an earlier attempt of the caller's
+    transaction committed; its reply was lost). If so, ``fx`` gets every transaction and completion committed
+    after the offsets ``tx_after`` / ``completion_after`` (what was published before that attempt), so that they
+    can be published now; publishing an element twice is harmless (the hub keys them by offset, streams move on
+    by offset). ``p_state`` is locked first, as every writer of offsets does."""
+    st = await conn.fetchrow("select last_counter from p_state where id = 1 for update")
+    if st["last_counter"] is None or st["last_counter"] < counter:
+        return False
+    fx.transactions.extend(json.loads(r["body"]) for r in await conn.fetch(
+        "select body from p_transactions where tx_offset > $1 order by tx_offset", tx_after))
+    fx.completions.extend(json.loads(r["body"]) for r in await conn.fetch(
+        "select body from p_completions where completion_offset > $1 order by completion_offset", completion_after))
+    return True
+
+
 async def load_dedup(conn: asyncpg.Connection, key: str) -> DedupEntry | None:
     r = await conn.fetchrow("select * from p_dedup where change_key = $1 for update", key)
     if r is None:
