@@ -9,6 +9,7 @@ the in-process network talk to PostgreSQL directly).
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -149,6 +150,42 @@ def test_events_whose_processing_commit_reply_was_lost_reach_the_streams_once(pg
                     for t in tasks:
                         t.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await c.stop()
+            await fw.close()
+    asyncio.run(main())
+
+
+def test_a_duplicate_whose_completion_commit_reply_was_lost_completes_once(pg: PgServer) -> None:
+    """Invariant 3 (exactly one completion per acknowledged submit): a resubmission of an accepted change ID
+    within its dedup period is answered by one DUPLICATE_COMMAND completion, written by the submit transaction.
+    When that transaction committed but its reply was lost, the writer's retry found the change ID accepted,
+    decided "duplicate" again and wrote a second completion (the first one reached the streams only through the
+    second's DB read)."""
+    async def main() -> None:
+        c, _, fw = await _network(pg)
+        comps: list[dict[str, Any]] = []
+        try:
+            async with LedgerClient(c.ledger_url("p1")) as cl:
+                task = asyncio.create_task(collect(cl.completions(0, idle_timeout=60), comps))
+                try:
+                    assert (await cl.submit(user="u", act_as=["alice"], command_id=CMD, submission_id="s0")).ok
+                    await wait_until(lambda: _has(comps, "s0"), 30, "s0 completed")
+                    # the claim finds the dedup row; the next transaction with the command id decides and COMMITs
+                    lost = fw.lose_reply(CMD.encode(), commit=True)
+                    r = await cl.submit(user="u", act_as=["alice"], command_id=CMD, submission_id="s1")
+                    assert lost.is_set(), "the reply of the duplicate's transaction was not lost: nothing was tested"
+                    assert r.ok and r.body["duplicate"], r.body
+                    assert (await cl.submit(user="u", act_as=["alice"], command_id="next", submission_id="s2")).ok
+                    await wait_until(lambda: _has(comps, "s1") and _has(comps, "s2"), 30, "s1 and s2 streamed")
+                    rows = await pg.query(c.dbs["p1"], "select body from p_completions order by completion_offset")
+                    in_db = [json.loads(r["body"])["submission_id"] for r in rows]
+                    assert in_db == ["s0", "s1", "s2"], in_db
+                    assert [(x["completion_offset"], x["submission_id"], x["status"]) for x in comps] == [
+                        (1, "s0", "OK"), (2, "s1", "DUPLICATE_COMMAND"), (3, "s2", "OK")]
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
         finally:
             await c.stop()
             await fw.close()
