@@ -301,7 +301,11 @@ class ParticipantNode:
         """Group commit of every submission queued meanwhile. New change IDs are claimed and recorded in flight by
         one statement that is its own transaction (one round trip: the common case costs nothing more); the
         others (a dedup row exists) are then decided one by one in a second transaction. The two are separate
-        commits, so if the second fails its submissions alone fail: the claimed ones are durable and succeed."""
+        commits, so if the second fails its submissions alone fail: the claimed ones are durable and succeed.
+
+        The writer retries either after a transient error, also after an attempt that committed and lost only
+        its reply: a retry then finds the submission's own work - its claimed row (``claim_and_record_many``), its
+        re-opened dedup row (``decide``: ``recorded``) or its duplicate's completion - and takes it as done."""
         mem = self.ctx.mem_dedup
         claimed: set[str] = set()
         if mem is None:
@@ -312,14 +316,29 @@ class ParticipantNode:
         decided: dict[str, _Outcome | BaseException] = {}
         fx = store.Effects()
         if rest:
+            since = self.hub.high["p_completions"]   # published => committed, before the first attempt
+            attempts = 0
+
             async def tx(conn: asyncpg.Connection) -> list[_Outcome]:
+                nonlocal attempts
+                attempts += 1
                 fx.completions.clear()
                 # The others may lock dedup rows and then p_state (a duplicate's completion): take p_state first,
                 # in the order event processing takes them, so the two cannot deadlock.
                 await conn.execute("select 1 from p_state where id = 1 for update")
+                # A retry may follow an attempt that committed (its reply lost): the duplicates it answered have
+                # their completion already; deciding again would write a second one (invariant 3).
+                answered: dict[str, dict[str, Any]] = {}
+                if attempts > 1:
+                    answered = await store.completions_after(conn, since, [s.req["request_id"] for s in rest])
                 out: list[_Outcome] = []
                 for sub in rest:
                     req, key = sub.req, sub.req["change_key"]
+                    done = answered.get(req["request_id"])
+                    if done is not None:
+                        fx.completions.append(done)    # published now: the committed attempt's never was
+                        out.append(("duplicate", None))
+                        continue
                     if mem is not None:
                         entry = sub.mem_entry
                         decision = decide(entry, sub.now, sub.period)

@@ -85,6 +85,14 @@ async def read_back_processed(conn: asyncpg.Connection, fx: Effects, counter: in
     return True
 
 
+async def completions_after(conn: asyncpg.Connection, after: int, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The completions of these requests committed after completion offset ``after``, by request id (a range of
+    the primary key: only what was committed since then is read)."""
+    rows = await conn.fetch("select body from p_completions where completion_offset > $1 "
+                            "and body->>'request_id' = any($2::text[]) order by completion_offset", after, request_ids)
+    return {b["request_id"]: b for b in (json.loads(r["body"]) for r in rows)}
+
+
 async def load_dedup(conn: asyncpg.Connection, key: str) -> DedupEntry | None:
     r = await conn.fetchrow("select * from p_dedup where change_key = $1 for update", key)
     if r is None:
