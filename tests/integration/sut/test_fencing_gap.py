@@ -26,8 +26,10 @@ pytestmark = pytest.mark.integration
 
 NO_SEQ = ("127.0.0.1:1",)   # no sequencer needed; the feed just keeps retrying
 
-#: the old active re-checks its lock only after the test is over; the other replica tries every 0.2 s
-GAP_TIMERS = replace(TEST_TIMERS, lock_check=120.0, passive_check=0.2)
+#: the old active re-checks its lock only after the test is over (and a check on a silenced lock connection
+#: would hang for a minute); the other replica tries every 0.2 s
+GAP_TIMERS = replace(TEST_TIMERS, lock_check=120.0, lock_check_timeout=60.0, db_command_timeout=60.0,
+                     passive_check=0.2)
 
 
 async def _start_pair(pg: PgServer) -> tuple[str, list[ParticipantNode], list[WireForwarder]]:
@@ -93,6 +95,9 @@ def test_a_write_connection_opened_after_the_takeover_cannot_commit(pg: PgServer
             fw[0].heal()     # p1a's pending write reconnects now, with p1b active
             await wait_until(lambda: len(old_outcomes) > pending, 15, "p1a's pending write ended")
             assert old_outcomes[pending] == "passive", old_outcomes[pending:]
+            # A refused write connection is proof enough that the main lock is gone: p1a turns passive (stops
+            # serving) now, not when a lock check on its silenced lock connection finally times out.
+            await wait_until(lambda: old.election.role == "passive" and old._api is None, 3, "p1a passive")
             stop.set()
             await asyncio.gather(*loads)
             ep = {r["replica"]: dict(r) for r in await pg.query(db, "select * from ha_epochs order by epoch")}
