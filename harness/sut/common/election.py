@@ -373,6 +373,12 @@ class Election:
             self._wake.clear()
             if self._passive_requested.is_set():
                 return "set_passive"
+            if self.writer is not None and self.writer.closed:
+                # Closed by its own fence (``_open_writer``): the main lock is granted to no session of this
+                # replica any more - proof enough, and the check itself may hang until its timeout on a lock
+                # connection whose session the server already ended.
+                log("lock_lost", level="warning", how="a write connection found the main lock gone")
+                return "lock lost"
             if not await self._check():
                 log("lock_lost", level="warning")
                 return "lock lost"
@@ -415,10 +421,10 @@ class Election:
                 raise PassiveInstance("writers lock held exclusively by another replica")
             if fenced and not await conn.fetchval(MAIN_HELD_SQL, main_id, main_pid):
                 # This replica is no longer the active one: none of its write connections may write again
-                # (closing the guard terminates them and makes the writer unusable), and the election learns it
-                # now instead of at its next lock check.
+                # (closing the guard terminates them and makes the writer unusable), and the replica turns
+                # passive now instead of at its next lock check.
                 guard.close()
-                self._wake.set()
+                self._wake.set()   # the active loop sees the writer closed and turns passive
                 log("write_connection_fenced", level="warning", lock_session=main_pid)
                 raise PassiveInstance("the main lock is no longer held by this replica's lock connection")
             if guard.closed:     # closed while the lock was being taken: close() may have missed this one
