@@ -143,6 +143,7 @@ def run_bench(runs: int, modes: list[bool], faults: list[str] = ["kill"]) -> lis
     samples: list[FailoverSample] = []
     with terminate_gracefully(), Topology("postgres") as topo:
         pg.wait_writable(topo)
+        pg.ensure_streaming(topo)   # a standby still being built would make the first sample meaningless
         for sync in modes:
             pg.set_synchronous_mode(topo, sync)
             for fault in faults:

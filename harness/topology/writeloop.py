@@ -107,5 +107,10 @@ class WriteLoop:
         while the select runs is not in its snapshot without being lost (seen: 1 "lost" write that was there)."""
         acked = list(self.acks)
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            present = {r[0] for r in conn.execute(f"select id from {self.table}")}
+            try:
+                present = {r[0] for r in conn.execute(f"select id from {self.table}")}
+            except psycopg.errors.UndefinedTable:
+                # the table's creation itself was lost (seen: async replication, a standby promoted that never
+                # received it): every acknowledged write went with it
+                present = set()
         return [a.id for a in acked if a.id not in present]
