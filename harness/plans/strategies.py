@@ -7,11 +7,14 @@ standby's replication cut, the Patroni leader cut from etcd, an etcd member lost
 can vanish in a failover. Every generated plan is validated against the
 same schema as hand-written ones (``fault_plans`` maps through ``validate_plan``), so a strategy bug shows up
 as an error at generation time, never as a silently different plan.
+
+``roles`` limits what a plan aims at to services of some roles (swarm testing: ``harness.swarm`` draws a subset
+of kinds and roles per plan); ``min_steps`` and ``min_duration`` keep a campaign's plans from being trivial.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from hypothesis import strategies as st
@@ -25,6 +28,26 @@ LINK_KINDS = ("toxic", "link_down", "former_primary_trap")
 GENERATED_KINDS = tuple(k for k in KINDS if k != "db_setting")
 INSTANT_KINDS = ("restart", "set_passive")
 HALF_SECONDS = st.integers(0, 10**6)
+#: roles a plan can be limited to (``fault_plans(roles=...)``): the roles of the services faults hit. The load
+#: balancers and the fault proxy are not among them: HAProxy and the ledger balancer are stateless routers whose
+#: loss looks to the nodes like a cut DB link or to clients like an unavailable API, which link faults and
+#: partitions already produce; the fault proxy is the mechanism of link faults, not a target.
+TARGET_ROLES = ("participant", "mediator", "sequencer", "postgres", "etcd")
+
+
+def restrict(model: TopologyModel, roles: Collection[str]) -> TopologyModel:
+    """The part of ``model`` a plan limited to ``roles`` aims at: the services of those roles, the fault-proxy
+    links those services are the clients of, and the fault proxy itself when there are such links (a partition
+    from it cuts them). Plans drawn on it are still validated against the whole model."""
+    unknown = sorted(set(roles) - set(TARGET_ROLES))
+    if unknown:
+        raise ValueError(f"unknown target role(s) {unknown} (one of {', '.join(TARGET_ROLES)})")
+    keep = [s for s in model.services if s.role in roles]
+    names = {s.name for s in keep}
+    links = tuple(lk for lk in model.links if lk.client in names)
+    if links:
+        keep += model.by_role("faultproxy")
+    return TopologyModel(tuple(keep), links)
 
 
 def weighted(options: Sequence[tuple[int, st.SearchStrategy[Any]]]) -> st.SearchStrategy[Any]:
@@ -84,6 +107,21 @@ def link_targets(model: TopologyModel) -> st.SearchStrategy[str]:
     return weighted(options)
 
 
+def linked_service_targets(model: TopologyModel) -> st.SearchStrategy[str]:
+    """Services that reach others through the fault proxy: cut from it, they lose their links. (A service without
+    proxied links - a PostgreSQL member, etcd - cut from the fault proxy loses nothing.)"""
+    clients = sorted({lk.client for lk in model.links})
+    pairs = [p for p in _pairs(model) if set(model.pairs[p]) & set(clients)]
+    options: list[tuple[int, st.SearchStrategy[str]]] = []
+    if pairs:
+        options += [(6, st.sampled_from(pairs).map(lambda p: f"active({p})")),
+                    (1, st.sampled_from(pairs).map(lambda p: f"passive({p})"))]
+    if any(model.service(c).role == "sequencer" for c in clients):
+        options += [(2, st.just("any(sequencer)"))]
+    options += [(1, st.sampled_from(clients))]
+    return weighted(options)
+
+
 def _either_order(a: list[str], b: list[str]) -> st.SearchStrategy[list[list[str]]]:
     """Two groups in either order: a one-way partition drops what the first group sends."""
     return st.sampled_from([[a, b], [b, a]])
@@ -108,8 +146,8 @@ def db_tier_groups(model: TopologyModel) -> list[tuple[int, st.SearchStrategy[li
 
 def partition_groups(model: TopologyModel) -> st.SearchStrategy[list[list[str]]]:
     options: list[tuple[int, st.SearchStrategy[list[list[str]]]]] = db_tier_groups(model)
-    if model.by_role("faultproxy"):
-        options.append((2, service_targets(model).map(lambda t: [[t], ["faultproxy"]])))
+    if model.by_role("faultproxy") and model.links:
+        options.append((2, linked_service_targets(model).map(lambda t: [[t], ["faultproxy"]])))
     if model.pairs and model.by_role("postgres") and model.links:  # a node cut from its database (both ends)
         options.append((1, st.sampled_from(_pairs(model)).map(lambda p: [[f"active({p})"], ["primary(postgres)"]])))
     if not options:
@@ -179,6 +217,8 @@ def applicable_kinds(model: TopologyModel, kinds: Sequence[str]) -> list[str]:
             continue
         if k == "db_failover" and len(model.by_role("postgres")) < 2:
             continue
+        if k == "partition" and len(model.services) < 2:
+            continue
         out.append(k)
     if not out:
         raise ValueError(f"none of {list(kinds)} applies to this topology")
@@ -188,7 +228,8 @@ def applicable_kinds(model: TopologyModel, kinds: Sequence[str]) -> list[str]:
 # --- steps and plans ----------------------------------------------------------------------------------------
 @st.composite
 def fault_steps(draw: st.DrawFn, model: TopologyModel, kinds: Sequence[str], index: int,
-                prev: dict[str, Any] | None, n_steps: int, max_at: float, max_duration: float) -> dict[str, Any]:
+                prev: dict[str, Any] | None, n_steps: int, max_at: float, max_duration: float,
+                min_duration: float = 0.5) -> dict[str, Any]:
     kind = draw(st.sampled_from(list(kinds)))
     step: dict[str, Any] = {"kind": kind}
     params = draw(params_for(kind, model))
@@ -216,7 +257,7 @@ def fault_steps(draw: st.DrawFn, model: TopologyModel, kinds: Sequence[str], ind
             step["until"] = f"step_healed({draw(st.sampled_from(others))})"
             step["max_wait"] = max_duration
         else:
-            step["duration"] = draw(seconds(0.5, max_duration))
+            step["duration"] = draw(seconds(min(min_duration, max_duration), max_duration))
     return step
 
 
@@ -229,13 +270,17 @@ def workloads(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def fault_plans(draw: st.DrawFn, model: TopologyModel, kinds: Sequence[str] = GENERATED_KINDS, max_steps: int = 4,
-                max_at: float = 20.0, max_duration: float = 15.0) -> Plan:
-    """A valid plan for ``model`` with 1..max_steps steps drawn from ``kinds``."""
-    usable = applicable_kinds(model, kinds)
-    n = draw(st.integers(1, max_steps))
+                max_at: float = 20.0, max_duration: float = 15.0, *, roles: Collection[str] | None = None,
+                min_steps: int = 1, min_duration: float = 0.5) -> Plan:
+    """A valid plan for ``model`` with min_steps..max_steps steps drawn from ``kinds``, aimed only at services of
+    ``roles`` (``TARGET_ROLES``; None: anything), each lasting fault at least ``min_duration`` seconds."""
+    aim = model if roles is None else restrict(model, roles)
+    usable = applicable_kinds(aim, kinds)
+    n = draw(st.integers(max(1, min(min_steps, max_steps)), max_steps))
     steps: list[dict[str, Any]] = []
     for i in range(n):
-        steps.append(draw(fault_steps(model, usable, i, steps[-1] if steps else None, n, max_at, max_duration)))
+        steps.append(draw(fault_steps(aim, usable, i, steps[-1] if steps else None, n, max_at, max_duration,
+                                      min_duration)))
     quiet = draw(seconds(10, 30))
     data: dict[str, Any] = {
         "version": 1, "name": "generated", "description": "generated by harness.plans.strategies.fault_plans",
