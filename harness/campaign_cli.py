@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import random
 from pathlib import Path
 
-from harness.campaign import Campaign, console, default_plan_files, generate_plans, heal_runs, runner_for
+from harness import campaign as campaign_mod
+from harness.budget import Budget, format_duration, parse_duration
+from harness.campaign import Campaign, console, default_plan_files, heal_runs, runner_for
 from harness.errors import InputError
 from harness.plans.loader import FOUND_DIR, found_plan_files, load_plan, plan_files, plans_in, save_found
 from harness.plans.schema import Plan
 from harness.plans.shrink import replay, shrink
+from harness.shard import Shard
 from harness.topology.cli import add_replication_flags
 
 
@@ -45,31 +49,55 @@ def _prepare(args: argparse.Namespace) -> None:
             console.print(f"setup: {line}")
 
 
+def fixed_plans(args: argparse.Namespace, shard: Shard) -> list[tuple[str, Plan]]:
+    """The plan files of ``run`` (given ones, or the kept failures then the curated plans; none with
+    --generate-only), this shard's share of them (round-robin by sorted file name), loaded, with their source."""
+    if args.generate_only:
+        return []
+    if args.plans:
+        files = shard.select(plan_files(args.plans), name=lambda f: f.name)
+        return [("given", load_plan(f)) for f in files]
+    found = found_plan_files()
+    files = shard.select(default_plan_files(), name=lambda f: f.name)
+    kept = [f for f in files if f in found]
+    if kept:
+        console.print(f"{len(kept)} kept failing plan(s) from {FOUND_DIR} run first")
+    return [("found" if f in found else "curated", load_plan(f)) for f in files]
+
+
 def _run(args: argparse.Namespace) -> int:
+    from harness.swarm import SwarmSource
+
     if args.generate < 0:
         raise InputError(f"--generate must not be negative, got {args.generate}", "pass --generate 0 or more")
-    if args.plans:
-        plans = _load(args.plans)
-    else:
-        found = found_plan_files()
-        plans = [load_plan(f) for f in default_plan_files()]
-        if found:
-            console.print(f"{len(found)} kept failing plan(s) from {FOUND_DIR} run first")
-    if args.generate:
-        plans += generate_plans(args.generate, args.seed)
-    if not plans:
-        raise InputError("no plan to run", "pass plan files, a directory, or --generate N")
+    budget_s = parse_duration(args.budget) if args.budget is not None else None
+    shard = Shard.parse(args.shard)
+    if args.generate_only and args.plans:
+        raise InputError("--generate-only runs no plan file, but plan files were given",
+                         "drop the PLAN arguments, or drop --generate-only")
+    if args.generate_only and budget_s is None and not args.generate:
+        raise InputError("--generate-only without --budget or --generate N runs nothing",
+                         "add --budget 30m (generate until spent) or --generate N")
+    fixed = fixed_plans(args, shard)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32) if budget_s else 0
+    generate = budget_s is not None or args.generate > 0
+    if not fixed and not generate:
+        raise InputError("no plan to run", "pass plan files, a directory, --generate N or --budget 30m")
     _prepare(args)
     for line in heal_runs(Path(args.runs_dir)):  # faults a crashed earlier campaign left open in its journal
         console.print(f"heal: {line}")
-    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", seed=args.seed, keep=args.keep,
-                        synchronous_mode=args.synchronous_mode)
-    code = campaign.run_all(plans)
-    for o in campaign.outcomes:
-        if o.verdict == "fail" and o.plan.startswith("generated-"):
-            plan = next(p for p in plans if p.name == o.plan)
-            console.print(f"failing generated plan saved to {save_found(plan)}")
-    return code
+    campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", seed=seed, keep=args.keep,
+                        synchronous_mode=args.synchronous_mode, shard=shard, exitfirst=args.exitfirst)
+    source = SwarmSource(seed, shard=shard, tally=campaign.coverage, limit=args.generate or None) if generate else None
+    console.print(f"campaign seed {seed} (reproduce with --seed {seed})" + (f"; shard {shard}" if shard.sharded else "")
+                  + (f"; {len(fixed)} plan file(s)" if fixed else "")
+                  + (f"; generated plans {'until the budget is spent' if not args.generate else f'<= {args.generate}'}"
+                     if generate else "")
+                  + (f"; budget {format_duration(budget_s)} (a plan starts only if it can finish)" if budget_s else "")
+                  + f"; coverage so far: {campaign.coverage.summary()}")
+    if budget_s is not None:
+        campaign.budget = Budget(budget_s, clock=lambda: campaign_mod.monotonic())
+    return campaign.run_campaign(fixed, source)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -124,12 +152,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="the main job: set up, start the topology, run the chaos campaign, report",
                        description="Runs the kept failing plans in fault_plans/found/ first, then the curated "
                                    "plans in fault_plans/ (or the given ones instead), plus N generated "
-                                   "ones on one reference topology, prints a summary and the report paths. "
+                                   "ones (or generated ones until --budget is spent) on one reference topology, "
+                                   "prints a summary, the coverage table and the report paths. "
                                    "Exit 0 all passed, 1 an invariant failed, 2 unknown, 3+ harness error.")
     p.add_argument("plans", nargs="*",
                    help="plan files or directories (default: fault_plans/found/, then fault_plans/)")
-    p.add_argument("--generate", type=int, default=0, metavar="N", help="also run N Hypothesis-generated plans")
-    p.add_argument("--seed", type=int, default=0, help="seed for generated plans and the fault proxy")
+    p.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="also run N generated plans (swarm: a subset of kinds and roles per plan, steered toward "
+                        "uncovered cells); with --budget at most N")
+    p.add_argument("--seed", type=int, default=None,
+                   help="campaign seed: generated plans and the fault proxy (default 0; with --budget a fresh one)")
+    p.add_argument("--budget", metavar="DURATION",
+                   help="generate and run plans until DURATION (90s, 30m, 2h) is spent; a plan starts only if it "
+                        "can finish; a failing generated plan is shrunk within a quarter of what is left")
+    p.add_argument("--generate-only", action="store_true",
+                   help="run generated plans only (no kept or curated plan); needs --budget or --generate")
+    p.add_argument("-x", "--exitfirst", action="store_true", help="start no plan after the first failure")
+    p.add_argument("--shard", metavar="I/N",
+                   help="run shard I of N: plan files round-robin by sorted name, generated plans by number")
     _common(p)
     p.set_defaults(func=_run)
 

@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "harness.topology.cli",
     "harness.plans.cli",
     "harness.report.cli",
+    "harness.coverage",
+    "harness.merge",
 ]
 
 #: ``bench`` sub-commands are contributed the same way: module path -> registers under ``ha-chaos bench``.

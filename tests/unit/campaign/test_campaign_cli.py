@@ -110,9 +110,17 @@ def test_the_default_campaign_runs_found_plans_first(tmp_path: Path, monkeypatch
     monkeypatch.setattr(campaign_cli, "FOUND_DIR", found)
     monkeypatch.setattr(campaign_cli, "heal_runs", lambda _d: [])
     ran: list[str] = []
-    monkeypatch.setattr(campaign.Campaign, "run_all", lambda self, plans: ran.extend(p.name for p in plans) or 0)
+    sources: list[str] = []
+
+    def run_campaign(self: campaign.Campaign, fixed: list[tuple[str, Any]], generated: Any = None) -> int:
+        assert generated is None  # no --generate, no --budget: no generated plan
+        sources.extend(s for s, _ in fixed)
+        return ran.extend(p.name for _, p in fixed) or 0
+
+    monkeypatch.setattr(campaign.Campaign, "run_campaign", run_campaign)
     assert main(["run", "--no-setup", "--runs-dir", str(tmp_path / "runs")]) == 0
     assert ran == ["kept-failure", "alpha", "beta"]
+    assert sources == ["found", "curated", "curated"]
     assert campaign.default_plan_files() == [found / "kept-failure.yaml", curated / "alpha.yaml",
                                              curated / "beta.yaml"]
 
