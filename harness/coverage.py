@@ -347,8 +347,10 @@ class Tally:
         return [(k, r, p) for k, r in self.rows(model) for p in PHASES]
 
     def document(self) -> dict[str, Any]:
-        """A merged ``coverage.json``: every run's document (so merging merged files never counts a run twice)."""
-        return {"version": VERSION, "runs": [self.runs[k] for k in sorted(self.runs)]}
+        """A merged ``coverage.json``: every run's document without its fault list (so merging merged files never
+        counts a run twice, and a file kept night after night grows by a few hundred bytes per run)."""
+        return {"version": VERSION, "runs": [{k: v for k, v in self.runs[key].items() if k != "faults"}
+                                             for key in sorted(self.runs)]}
 
     def summary(self, model: TopologyModel | None = None) -> str:
         cells = [c for k, r in universe(model) for c in ((k, r, p) for p in PHASES)]

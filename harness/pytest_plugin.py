@@ -7,9 +7,19 @@ tests and tests of the shared ``topology`` fixture to the end of the run. Anothe
 settings and their order.
 
 Options (group ``ha-chaos``): ``--chaos-plan``, ``--chaos-seed``, ``--chaos-runs-dir``, ``--chaos-keep``,
-``--chaos-budget`` (``ci`` | ``nightly``: the Hypothesis profile and how many curated plans run),
-``--chaos-profile``, ``--chaos-no-setup``, ``--chaos-replication`` (``sync`` | ``async``: the PostgreSQL replication
-of every topology the fixtures start; ``--async-replication`` is ``--chaos-replication async``).
+``--chaos-budget`` (``ci`` | ``nightly``: the Hypothesis profile and how many curated plans run; a duration such as
+``2h``: the kept and curated plans that fit, then generated swarm plans until it is spent),
+``--chaos-shard`` (``i/N``: this runner's share of the chaos tier), ``--chaos-profile``, ``--chaos-no-setup``,
+``--chaos-replication`` (``sync`` | ``async``: the PostgreSQL replication of every topology the fixtures start;
+``--async-replication`` is ``--chaos-replication async``).
+
+A duration budget (``harness.budget``) starts with the first chaos test: a plan ``chaos_run`` would start is skipped
+when it cannot finish in what is left, Hypothesis-driven chaos tests are skipped (the generated campaign replaces
+them), and the test that uses ``chaos_campaign`` (tests/chaos/test_budgeted.py) runs last and spends the rest on
+generated plans (``harness.swarm``: swarm subsets steered by coverage), shrinking a failure within a share of it.
+``--chaos-shard i/N`` keeps this shard's curated plans (round-robin by sorted file name), its share of the other
+chaos tests (round-robin by node id) and its generated plan numbers; ``ha-chaos merge`` joins the shards' runs.
+Every ``chaos_run`` writes the run's ``coverage.json`` (``harness.coverage``).
 
 The seed of the generated plans (``--chaos-seed``; under ``nightly`` without it a fresh one, under ``ci`` none:
 derandomized) is printed in the header and the summary, and handed to test modules as ``plan_seed()``.
@@ -27,7 +37,10 @@ Fixtures:
   ids) and ``chaos_witness`` (the first witness), are JUnit properties; the summary line is printed at the end.
   Bug switches given to it or to ``topology_factory`` are checked before anything starts.
 - ``curated_plans`` (session): the plans the budget selects (``budget_plan_files``): ``ci`` a few curated ones,
-  ``nightly`` the kept failing plans of ``fault_plans/found/`` first, then every curated plan.
+  ``nightly`` (and a duration) the kept failing plans of ``fault_plans/found/`` first, then every curated plan.
+- ``chaos_campaign`` (function): ``chaos_campaign() -> Campaign`` runs generated plans on the session topology
+  until the duration budget is spent (skips the test under ``ci``/``nightly``); its summary and coverage table are
+  printed at the end of the session and written to ``<runs dir>/campaigns/<id>/``.
 """
 
 from __future__ import annotations
@@ -44,6 +57,9 @@ import pytest
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
+    from harness.budget import Budget, CostModel
+    from harness.campaign import Campaign
+    from harness.coverage import Tally
     from harness.plans.schema import Plan
     from harness.runner import RunOutcome
     from harness.topology.compose import Topology
@@ -51,6 +67,10 @@ if TYPE_CHECKING:
 _failed_key = pytest.StashKey[bool]()
 _reports_key = pytest.StashKey[list[str]]()
 _seed_key = pytest.StashKey["int | None"]()
+_budget_key = pytest.StashKey["Budget | None"]()
+_cost_key = pytest.StashKey["CostModel"]()
+_tally_key = pytest.StashKey["Tally"]()
+_campaigns_key = pytest.StashKey[list["Campaign"]]()
 #: curated plans the ``ci`` budget runs (short, and together they cross DB, process and proxy faults)
 CI_PLANS = ("kill-active-participant", "active-db-blackhole", "sequencer-killed")
 #: where pytest_configure leaves the generated-plan seed for test modules (their decorators run at import)
@@ -82,9 +102,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chaos-runs-dir", default="runs", help="where run directories go (default: runs/)")
     group.addoption("--chaos-keep", action="store_true", default=False,
                     help="leave the topology up when a test fails, for inspection (remove with `ha-chaos down --all`)")
-    group.addoption("--chaos-budget", choices=["ci", "nightly"], default=os.environ.get("HA_CHAOS_BUDGET", "ci"),
+    group.addoption("--chaos-budget", type=budget_option, default=os.environ.get("HA_CHAOS_BUDGET", "ci"),
                     help="ci: a few curated + generated plans; nightly: every curated plan and a large "
-                         "Hypothesis budget (also HA_CHAOS_BUDGET)")
+                         "Hypothesis budget; a duration (90s, 30m, 2h): the kept and curated plans that fit, then "
+                         "generated swarm plans until it is spent (also HA_CHAOS_BUDGET)")
+    group.addoption("--chaos-shard", type=shard_option, default=None, metavar="I/N",
+                    help="run shard I of N of the chaos tier: curated plans round-robin by sorted name, the other "
+                         "chaos tests by node id, generated plans by number (pass the same --chaos-seed to all)")
     group.addoption("--chaos-profile", default="full", choices=["postgres", "faultproxy", "full"],
                     help="profile of the session `topology` fixture (default: full)")
     group.addoption("--chaos-no-setup", action="store_true", default=False,
@@ -94,6 +118,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "the default) or async (the known-unsafe mode: a failover may lose acknowledged commits)")
     group.addoption("--async-replication", dest="chaos_replication", action="store_const", const="async",
                     help="the same as --chaos-replication async")
+
+
+def budget_option(value: str) -> str:
+    """``--chaos-budget``: ``ci``, ``nightly`` or a duration (``harness.budget.parse_duration``)."""
+    import argparse
+
+    from harness.budget import NAMED_BUDGETS, is_duration
+
+    text = str(value).strip()
+    if text in NAMED_BUDGETS or is_duration(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{value!r}: not ci, nightly or a duration such as 90s, 30m, 2h")
+
+
+def shard_option(value: str) -> str:
+    import argparse
+
+    from harness.shard import Shard
+
+    try:
+        return str(Shard.parse(value, "--chaos-shard"))
+    except HarnessError as exc:
+        raise argparse.ArgumentTypeError(exc.what) from None
+
+
+def budget_seconds(config: Any) -> float | None:
+    """The duration of a ``--chaos-budget`` duration, None for the named budgets."""
+    from harness.budget import NAMED_BUDGETS, parse_duration
+
+    budget = str(config.getoption("--chaos-budget"))
+    return None if budget in NAMED_BUDGETS else parse_duration(budget, "--chaos-budget")
+
+
+def shard_of(config: Any) -> Any:
+    from harness.shard import Shard
+
+    return Shard.parse(config.getoption("--chaos-shard"), "--chaos-shard")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -113,11 +174,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _resolve_seed(given: int | None, budget: str) -> int | None:
-    """``--chaos-seed`` wins; ``nightly`` without it draws a fresh seed (printed, so a failure reproduces with
-    ``--chaos-seed``); ``ci`` without it has none: its generated plans are derandomized (the same every run)."""
+    """``--chaos-seed`` wins; ``nightly`` or a duration without it draws a fresh seed (printed, so a failure
+    reproduces with ``--chaos-seed``); ``ci`` without it has none: its generated plans are derandomized (the same
+    every run)."""
     if given is not None:
         return given
-    return random.SystemRandom().randrange(2**32) if budget == "nightly" else None
+    return random.SystemRandom().randrange(2**32) if budget != "ci" else None
 
 
 def plan_seed() -> int | None:
@@ -156,8 +218,9 @@ def topology_kwargs(config: pytest.Config, **kw: Any) -> dict[str, Any]:
 def pytest_report_header(config: pytest.Config) -> str:
     mode = replication(config)
     unsafe = " (known-unsafe: a failover may lose acknowledged commits)" if mode == "async" else ""
+    shard = config.getoption("--chaos-shard")
     return (f"{seed_line(config.stash.get(_seed_key, None))}; budget {config.getoption('--chaos-budget')}; "
-            f"PostgreSQL replication {mode}{unsafe}")
+            + (f"shard {shard}; " if shard else "") + f"PostgreSQL replication {mode}{unsafe}")
 
 
 def is_own_chaos_path(path: Path | None) -> bool:
@@ -170,10 +233,11 @@ def chaos_profile(budget: str) -> Iterator[str]:
     """The Hypothesis profile of ``budget`` in effect inside the block, the previous one restored after it."""
     from hypothesis import settings
 
+    from harness.budget import NAMED_BUDGETS
     from harness.plans.profiles import load_profile
 
     previous = settings.get_current_profile_name()
-    name = load_profile(budget)
+    name = load_profile(budget if budget in NAMED_BUDGETS else "ci")  # a duration: its campaign draws the plans
     try:
         yield name
     finally:
@@ -224,10 +288,93 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         if item.get_closest_marker("chaos"):
+            if _runs_campaign(item):
+                return 2, 2  # the generated campaign spends what the others left of a duration budget
             return 2, 0 if _runs_found_plan(item) else 1  # kept failing plans first, as regressions
         return (1 if _uses_shared_topology(item) else 0), 0
 
     items.sort(key=rank)
+    if config is not None:
+        _shard_items(config, items)
+        _budget_marks(config, items)
+
+
+def _runs_campaign(item: pytest.Item) -> bool:
+    return "chaos_campaign" in getattr(item, "fixturenames", ())
+
+
+def _shard_items(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--chaos-shard i/N``: deselect the other shards' chaos tests. Curated plans were split when they were
+    parametrized (``budget_plan_files``); the campaign test runs in every shard (its generated plans are split by
+    number); every other chaos test goes round-robin by sorted node id."""
+    shard = shard_of(config)
+    if not shard.sharded:
+        return
+    split = sorted(i.nodeid for i in items if i.get_closest_marker("chaos") and not _runs_campaign(i)
+                   and not _is_curated(i))
+    mine = set(shard.select(split, name=str))
+    dropped = [i for i in items if i.nodeid in split and i.nodeid not in mine]
+    if dropped:
+        items[:] = [i for i in items if i not in dropped]
+        config.hook.pytest_deselected(items=dropped)
+
+
+def _is_curated(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "curated_plan" in callspec.params
+
+
+def _budget_marks(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under a duration budget: Hypothesis-driven chaos tests are skipped (the campaign test generates plans
+    instead, steered by coverage and split by shard), and the campaign test's pytest-timeout is the budget plus
+    ``MARGIN_S`` (pyproject's 900 s is per test)."""
+    seconds = budget_seconds(config)
+    if seconds is None:
+        return
+    for item in items:
+        if not item.get_closest_marker("chaos"):
+            continue
+        if _runs_campaign(item):
+            item.add_marker(pytest.mark.timeout(max(TEST_TIMEOUT_S, seconds + MARGIN_S)))
+        elif getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.skip(reason="a --chaos-budget duration generates plans in the campaign test "
+                                                    "(tests/chaos/test_budgeted.py) instead"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A duration budget starts with the first chaos test (before its fixtures start the topology)."""
+    if item.get_closest_marker("chaos"):
+        session_budget(item.config)
+
+
+def session_budget(config: pytest.Config) -> Budget | None:
+    """The session's duration budget (None under ``ci``/``nightly``), started on first use."""
+    if _budget_key not in config.stash:
+        from harness import campaign
+        from harness.budget import Budget
+
+        seconds = budget_seconds(config)
+        config.stash[_budget_key] = None if seconds is None else Budget(seconds, clock=lambda: campaign.monotonic())
+    return config.stash[_budget_key]
+
+
+def session_cost(config: pytest.Config) -> CostModel:
+    if _cost_key not in config.stash:
+        from harness.budget import CostModel
+
+        config.stash[_cost_key] = CostModel()
+    return config.stash[_cost_key]
+
+
+def session_tally(config: pytest.Config) -> Tally:
+    """Coverage of every run in ``--chaos-runs-dir`` (earlier sessions and nights too), grown by each run."""
+    if _tally_key not in config.stash:
+        from harness.coverage import Tally
+
+        runs = Path(config.getoption("--chaos-runs-dir"))
+        config.stash[_tally_key] = Tally.load([runs]) if runs.is_dir() else Tally()
+    return config.stash[_tally_key]
 
 
 def _runs_found_plan(item: pytest.Item) -> bool:
@@ -253,6 +400,20 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("ha-chaos runs")
         terminalreporter.write_line(seed_line(config.stash.get(_seed_key, None)))
         for line in lines:
+            terminalreporter.write_line(line)
+    for campaign in config.stash.get(_campaigns_key, []):
+        import io
+
+        from rich.console import Console
+
+        from harness.coverage import render_table
+
+        terminalreporter.section("ha-chaos generated campaign")
+        terminalreporter.write_line(campaign.ran_line())
+        text = io.StringIO()
+        Console(file=text, width=400, highlight=False, color_system=None).print(
+            render_table(campaign.coverage, title="fault coverage (this runs dir, every campaign in it)"))
+        for line in text.getvalue().splitlines():
             terminalreporter.write_line(line)
 
 
@@ -371,17 +532,76 @@ def chaos_run(request: pytest.FixtureRequest, record_property: Callable[[str, ob
     from harness.runner import run_plan, settle
 
     def run(plan: Plan | str | Path, topology: Topology | None = None, bugs: str = "") -> RunOutcome:
+        from harness import campaign
+
         bugs = _checked_bugs(bugs) if bugs else ""
-        topo = topology or request.getfixturevalue("topology")
         p = resolve_plan(plan)
+        budget, cost = session_budget(request.config), session_cost(request.config)
+        if budget is not None and not budget.fits(cost.estimate(p)):
+            pytest.skip(f"--chaos-budget: {p.name} (~{cost.estimate(p):.0f} s) does not fit ({budget.line()})")
+        topo = topology or request.getfixturevalue("topology")
+        t0 = campaign.monotonic()
         try:
             settle(topo)
         except HarnessError as exc:
             pytest.fail(f"topology did not settle before {p.name}: {exc.render()}", pytrace=False)
         outcome = run_plan(p, topo, request.config.getoption("--chaos-runs-dir"), bugs=bugs)
+        cost.observe(p, campaign.monotonic() - t0)
+        record_coverage(outcome, session_tally(request.config))
         record_replication(request.node.user_properties, getattr(topo, "synchronous_mode", True))
         request.config.stash[_reports_key].append(f"{request.node.nodeid}: {record_outcome(outcome, record_property)}")
         return outcome
+
+    return run
+
+
+def record_coverage(outcome: RunOutcome, tally: Tally) -> None:
+    """Write the run's coverage.json and count it (never fatal: coverage only steers, it does not judge)."""
+    from harness.coverage import write_run_coverage
+
+    if not (outcome.run_dir / "history.jsonl").exists():
+        return
+    try:
+        tally.add(write_run_coverage(outcome.run_dir))
+    except Exception as exc:  # a history the coverage cannot read was still judged by the checkers
+        print(f"\n[ha-chaos] coverage of {outcome.run_dir} not computed: {type(exc).__name__}: {exc}")
+
+
+@pytest.fixture
+def chaos_campaign(request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
+                   ) -> Callable[[], Campaign]:
+    """``chaos_campaign()``: generated swarm plans on the session topology until the ``--chaos-budget`` duration is
+    spent (this shard's plan numbers, the session's seed), each started only if it can finish; a failing one is
+    kept in fault_plans/found/ and shrunk within a share of the budget. Skips the test under ``ci``/``nightly``."""
+
+    def run() -> Campaign:
+        from harness.campaign import Campaign
+        from harness.swarm import SwarmSource
+
+        config = request.config
+        budget = session_budget(config)
+        if budget is None:
+            pytest.skip("the generated campaign runs with a --chaos-budget duration (e.g. 2h); ci and nightly "
+                        "generate plans with Hypothesis (tests/chaos/test_generated.py)")
+        seed = config.stash.get(_seed_key, None) or 0
+        shard = shard_of(config)
+        topo = request.getfixturevalue("topology")
+        campaign = Campaign(Path(config.getoption("--chaos-runs-dir")), seed=seed, shard=shard, budget=budget,
+                            cost=session_cost(config), tally=session_tally(config),
+                            synchronous_mode=getattr(topo, "synchronous_mode", True))
+        config.stash.setdefault(_campaigns_key, []).append(campaign)
+        for prop in (("chaos_seed", seed), ("chaos_shard", str(shard))):
+            record_property(*prop)
+        try:
+            campaign.run_generated(topo, SwarmSource(seed, shard=shard, tally=campaign.coverage))
+        finally:
+            if campaign.outcomes or campaign.not_started:
+                campaign.write_summary()
+            record_property("chaos_ran", campaign.ran_line())
+            for o in campaign.outcomes:
+                line = record_outcome(o, lambda *_: None)
+                config.stash[_reports_key].append(f"{request.node.nodeid}: {line}")
+        return campaign
 
     return run
 
@@ -432,20 +652,23 @@ def describe(outcome: RunOutcome) -> str:
 
 
 def budget_plan_files(config: pytest.Config) -> list[Path]:
-    """The plans the chaos tier runs: ``--chaos-plan`` files/directories; else ``nightly``: the kept failing
-    plans of fault_plans/found/ first, then every curated plan; ``ci``: a few curated plans (no found/ ones)."""
+    """The plans the chaos tier runs: ``--chaos-plan`` files/directories; else ``nightly`` or a duration: the kept
+    failing plans of fault_plans/found/ first, then every curated plan; ``ci``: a few curated plans (no found/
+    ones). With ``--chaos-shard i/N``, this shard's share: round-robin by sorted file name."""
     from harness.campaign import CURATED_DIR, default_plan_files
     from harness.plans.loader import plan_files
 
     given = config.getoption("--chaos-plan")
     try:
         if given:
-            return plan_files(given)
+            files = plan_files(given)
+        elif config.getoption("--chaos-budget") == "ci":
+            files = [CURATED_DIR / f"{name}.yaml" for name in CI_PLANS]
+        else:
+            files = default_plan_files()
     except HarnessError as exc:
         raise pytest.UsageError(f"--chaos-plan: {exc.render()}") from None
-    if config.getoption("--chaos-budget") == "nightly":
-        return default_plan_files()
-    return [CURATED_DIR / f"{name}.yaml" for name in CI_PLANS]
+    return shard_of(config).select(files, name=lambda f: f.name)
 
 
 @pytest.fixture(scope="session")

@@ -123,7 +123,7 @@ def test_the_generated_test_timeout_follows_its_budget(monkeypatch: pytest.Monke
 
 
 def _config(budget: str, plans: list[str] | None = None) -> Any:
-    options = {"--chaos-plan": plans or [], "--chaos-budget": budget}
+    options = {"--chaos-plan": plans or [], "--chaos-budget": budget, "--chaos-shard": None}
     return SimpleNamespace(getoption=options.__getitem__)
 
 
@@ -192,7 +192,7 @@ def test_replication_option_defaults_to_sync_and_async_replication_is_its_alias(
 class _Config:
     def __init__(self, replication: str) -> None:
         self.options = {"--chaos-replication": replication, "--chaos-budget": "ci", "--chaos-profile": "full",
-                        "--chaos-keep": False}
+                        "--chaos-keep": False, "--chaos-shard": None}
         self.stash: dict[object, object] = {}
 
     def getoption(self, name: str) -> object:
