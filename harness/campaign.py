@@ -238,8 +238,11 @@ class Campaign:
                     self.run_generated(topo, generated)
         finally:
             if self.outcomes or self.not_started:
-                self.summary()
-                self.write_summary()
+                try:
+                    self.summary()
+                    self.write_summary()
+                except Exception as exc:  # never hide the campaign's own outcome (or its exception) behind this
+                    console.print(f"campaign summary not written: {type(exc).__name__}: {exc}")
         return self.exit_code()
 
     def run_fixed(self, topo: Topology, fixed: Sequence[tuple[str, Plan]]) -> bool:
@@ -382,6 +385,10 @@ class Campaign:
         return d / CAMPAIGN_FILE
 
     def exit_code(self) -> int:
+        """1 an invariant failed, 3 a harness error, 2 unknown - or nothing ran because no plan fitted in the
+        budget (nothing was tested: not a pass), 0 all passed."""
+        if not self.outcomes and self.not_started:
+            return 2
         verdicts = {o.verdict for o in self.outcomes}
         for v, code in (("fail", 1), ("error", 3), ("unknown", 2)):
             if v in verdicts:

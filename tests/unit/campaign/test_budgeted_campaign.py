@@ -103,6 +103,14 @@ def test_fixed_plans_that_do_not_fit_are_not_started(tmp_path: Path, fake: FakeR
     assert "1 not started" in c.ran_line()
 
 
+def test_a_budget_too_small_for_any_plan_is_not_a_pass(tmp_path: Path, fake: FakeRuns,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    c = _campaign(tmp_path, fake, 60)
+    assert c.run_campaign([("curated", _plan(tmp_path, "alpha"))], SwarmSource(3)) == 2
+    assert not fake.log and len(c.not_started) == 1 + campaign.FIT_ATTEMPTS
+    assert "ran 0 plan(s)" in capsys.readouterr().out
+
+
 def test_exitfirst_starts_nothing_after_a_failure(tmp_path: Path, fake: FakeRuns) -> None:
     fake.fails = lambda plan: {"2"} if plan.name == "bad" else set()
     c = _campaign(tmp_path, fake, None, exitfirst=True)
