@@ -21,6 +21,7 @@ from harness.shard import Shard, plan_seed
 from harness.swarm import (
     MIN_FAULT_S,
     MIN_STEPS,
+    MIN_WORKLOAD,
     RECOVERY_BOUND_S,
     Swarm,
     SwarmSource,
@@ -156,7 +157,8 @@ def test_generated_plans_are_real_scenarios() -> None:
     for g in SwarmSource(11, limit=12):
         plan = g.plan
         assert plan.name == f"generated-11-{g.number}" and g.seed == plan_seed(11, g.number)
-        assert len(plan.steps) >= MIN_STEPS and plan.workload is not None and plan.workload.rate >= 5
+        assert len(plan.steps) >= MIN_STEPS and plan.workload is not None
+        assert all(getattr(plan.workload, k) >= v for k, v in MIN_WORKLOAD.items())  # both participants, resubmits
         assert all(s.duration is None or s.duration >= MIN_FAULT_S for s in plan.steps)
         assert distinct_steps(plan)
         assert {s.kind_name for s in plan.steps} <= set(g.swarm.kinds)
