@@ -236,7 +236,10 @@ def chaos_profile(budget: str) -> Iterator[str]:
     from harness.budget import NAMED_BUDGETS
     from harness.plans.profiles import load_profile
 
-    previous = settings.get_current_profile_name()
+    # get_current_profile_name() is recent (not in 6.100, which pyproject allows): fall back to the attribute
+    # older releases keep the name in
+    current = getattr(settings, "get_current_profile_name", None)
+    previous = current() if current else settings._current_profile
     name = load_profile(budget if budget in NAMED_BUDGETS else "ci")  # a duration: its campaign draws the plans
     try:
         yield name

@@ -7,16 +7,25 @@
 # - synchronous_mode: true, synchronous_node_count: 1. A commit is acknowledged only once one standby has it, and
 #   Patroni promotes only the standby it recorded as synchronous (the /sync key), so a failover never loses an
 #   acknowledged commit. With three nodes there are two standbys: when the synchronous one is lost the other is
-#   made synchronous, so a failover always has a candidate (with two nodes, one lost standby left none).
+#   made synchronous, so a failover has a candidate again once Patroni switched (about wal_sender_timeout +
+#   loop_wait: while /sync still names the lost standby, a primary death promotes nobody - no loss, an outage);
+#   with two nodes, one lost standby left none at all.
 # - synchronous_mode_strict: false. When NO standby is left, the primary goes on alone (Patroni empties
 #   synchronous_standby_names and records that no node is synchronous) instead of blocking every commit. That
 #   keeps the database available through the loss of both standbys, and stays loss-free on failover: with no
 #   synchronous standby recorded Patroni promotes nobody until the primary (which has every commit) is back. The
 #   price: while it runs alone, an acknowledged commit lives on one disk only - strict mode would pay for that
 #   with a write outage instead. Async mode (PG_SYNCHRONOUS_MODE=false) is the known-unsafe option.
-# - maximum_lag_on_failover: 16 MB (one WAL segment). With synchronous_mode it never decides (the synchronous
-#   standby has every acknowledged commit); with async replication it is the bound on what one failover may lose:
-#   a replica further behind the last position the leader reported is not promoted.
+# - maximum_lag_on_failover: 16 MB (one WAL segment). With synchronous_mode it hardly decides: the synchronous
+#   standby has every acknowledged commit, and the lag is measured against the position the leader last reported
+#   (acknowledged or not), which a synchronous standby trails by in-flight commits only. With async replication
+#   it is the bound on what one failover may lose (the first version used 1 MB: a tighter loss bound, but a
+#   failover refused after a few seconds of stalled replication under load).
+# - A commit whose wait for the synchronous standby is cancelled (statement_timeout, a client's cancel request)
+#   is committed locally and answered with a WARNING, not an error: not replicated, yet reported. The nodes'
+#   asyncpg command timeout (HA_DB_COMMAND_TIMEOUT, 10 s) is longer than the time a cut standby takes to leave
+#   synchronous replication (about wal_sender_timeout + loop_wait = 7 s), and the bench's write loop does not
+#   count such a commit as acknowledged.
 # - wal_sender_timeout / wal_receiver_timeout 5 s (default 60 s): a standby that stopped acknowledging (cut,
 #   frozen) is dropped from synchronous replication within seconds, so commits do not hang for a minute.
 # - use_pg_rewind, and remove_data_directory_on_rewind_failure / _on_diverged_timelines: a former primary that
