@@ -339,3 +339,39 @@ def test_a_role_selector_waits_for_the_role_to_settle(tmp_path: Path, model: Top
         result = Executor(plan, inj, view, hist, tmp_path, clock=clock).run()
     assert result.steps[0].state != "failed", result.steps[0].error
     assert result.steps[0].resolved == [active] and result.steps[0].fired_t is not None
+
+
+def test_a_late_executor_heals_what_is_overdue_before_a_later_step_waits_for_a_role(
+        tmp_path: Path, model: TopologyModel) -> None:
+    """Seen live (repeated-kills on a loaded machine, kills taking 5-10 s to take effect): step 7 waited 10 s for
+    an active p1 replica while the heal that would start one again (step 5's, overdue) could not run, and the
+    run ended in a harness ERROR. Overdue heals come before a later step's firing and while it waits."""
+    steps = """\
+  - kind: kill
+    at: 1
+    target: active(p1)
+    duration: 1
+  - kind: kill
+    at: 1.5
+    target: active(p1)
+    duration: 1
+  - kind: kill
+    at: 2.5
+    target: active(p1)
+    duration: 1
+"""
+    plan = parse_plan(HEAD + steps)
+    view = FakeView.initial(model)
+    clock = FakeClock()
+
+    class SlowInjector(FakeInjector):
+        def apply(self, step, resolved):  # type: ignore[no-untyped-def]
+            clock.sleep(1.5)   # the docker daemon of a loaded machine: an effect takes 1.5 s to apply
+            return super().apply(step, resolved)
+
+    inj = SlowInjector(view)
+    with HistoryWriter(tmp_path / "h.jsonl") as hist:
+        result = Executor(plan, inj, view, hist, tmp_path, clock=clock).run()
+    assert not result.harness_error, [s.error for s in result.steps]
+    assert [s.state for s in result.steps] == ["healed", "healed", "healed"]
+    assert not inj.in_effect
