@@ -239,6 +239,7 @@ class Executor:
                     if self.clock.now() - run.fired_t >= RESOLVE_WAIT_S:
                         raise
                     self.clock.sleep(5 * POLL_S)
+                    self._heal_overdue()   # an earlier fault's heal may be what brings the role back
         except Exception as exc:  # nothing matches now (ResolutionError) or the view itself failed
             kind = "" if isinstance(exc, ResolutionError) else f"{type(exc).__name__}: "
             waited = f" (still after {RESOLVE_WAIT_S:g} s)" if isinstance(exc, ResolutionError) else ""
@@ -324,6 +325,7 @@ class Executor:
                                    if holds is not None else f"condition {step.after} can no longer hold")
                         continue
             if run.due_t is not None and now >= run.due_t:
+                self._heal_overdue()
                 aim = self._aim(step)
                 if aim == "wait":
                     continue  # fires once the step it aims at has fired
@@ -334,6 +336,22 @@ class Executor:
                 if run.state == "failed" and self.stop_on_fail:
                     result.aborted = True
                     return True
+        self._heal_due(self.clock.now())
+        return all(r.state not in ("pending", "active") for r in self.runs)
+
+    def _heal_overdue(self) -> None:
+        """Heal the faults whose duration has run out (only those: ``until`` conditions are judged in the tick).
+
+        Why also before a step fires and while it waits for its target: when applying faults is slow (a loaded
+        machine's docker daemon took 5-10 s per kill), a later step can come due while an earlier one's heal is
+        overdue; fired first, it may wait for a role that only that heal brings back (seen live: repeated-kills
+        waited 10 s for an active p1 replica while the heal that starts one again could not run)."""
+        now = self.clock.now()
+        for run, step in zip(self.runs, self.plan.steps, strict=True):
+            if run.state == "active" and step.duration is not None and now - (run.verified_t or now) >= step.duration:
+                self._heal(run, step, "duration")
+
+    def _heal_due(self, now: float) -> None:
         for run, step in zip(self.runs, self.plan.steps, strict=True):
             if run.state != "active":
                 continue
@@ -346,7 +364,6 @@ class Executor:
                     self._heal(run, step, "until")
                 elif elapsed >= step.max_wait:
                     self._heal(run, step, "max_wait")
-        return all(r.state not in ("pending", "active") for r in self.runs)
 
     def _skip(self, run: StepRun, step: StepBase, reason: str) -> None:
         run.state, run.error = "skipped", reason
