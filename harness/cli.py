@@ -29,11 +29,11 @@ COMMAND_MODULES = [
 
 #: ``bench`` sub-commands are contributed the same way: module path -> registers under ``ha-chaos bench``.
 BENCH_MODULES = [
-    "harness.faults.bench",
-    "harness.faultproxy.bench",
-    "harness.topology.bench",
-    "harness.checkers.bench",
-    "harness.sut.bench",
+    "harness.bench.fault_effects",
+    "harness.bench.proxy",
+    "harness.bench.db_failover",
+    "harness.bench.checkers",
+    "harness.bench.ledger",
 ]
 
 

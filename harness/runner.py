@@ -27,10 +27,11 @@ from harness.plans.executor import ExecutionResult, Executor
 from harness.plans.loader import dump_plan
 from harness.plans.schema import Plan
 from harness.report import RunDir, check_run
-from harness.sut.client import HealthClient, Indeterminate
 from harness.topology import pg
 from harness.topology.compose import COMPOSE_DIR, PROFILE_FILES, Topology
-from harness.workload import Endpoints, Workload, WorkloadConfig
+from harness.topology.endpoints import Endpoints
+from harness.workload import Workload, WorkloadConfig
+from harness.workload.client import HealthClient, Indeterminate
 
 log = logging.getLogger("ha-chaos.runner")
 EXIT = {"pass": 0, "fail": 1, "unknown": 2, "error": 3}

@@ -2,7 +2,7 @@
 
 Why measure it: the issue asks for p50/p99 of "scheduled moment -> verified effect" per fault kind on the live
 topology; this is the executor's own share of that figure (clock, polling, journal fsync, history write),
-measured on the real monotonic clock with the in-memory fakes. Run: ``python -m harness.plans.bench``.
+measured on the real monotonic clock with the in-memory fakes. Run: ``python -m harness.bench.executor``.
 """
 
 from __future__ import annotations

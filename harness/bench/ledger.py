@@ -19,9 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from harness.bench.loadgen import PARTY, run_load
 from harness.errors import HarnessError
-from harness.sut.client import HealthClient, Indeterminate, LedgerClient, StreamEnded
-from harness.sut.loadgen import PARTY, run_load
+from harness.workload.client import HealthClient, Indeterminate, LedgerClient, StreamEnded
 
 
 class Handles:

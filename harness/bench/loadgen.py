@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.sut.client import Indeterminate, LedgerClient, StreamEnded
+from harness.workload.client import Indeterminate, LedgerClient, StreamEnded
 
 PARTY = {"p1": "alice", "p2": "carol"}
 OTHER = {"p1": "dave", "p2": "bob"}   # a party hosted on the other participant (cross-participant)

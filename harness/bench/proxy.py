@@ -162,7 +162,7 @@ def run_bench(rtt_samples: int, bulk_mb: int, connections: int, hold_s: float) -
 
     raise_fd_limit()
     echo_port, sink_port, api_port = _free_port(), _free_port(), _free_port()
-    upstream = subprocess.Popen([sys.executable, "-m", "harness.faultproxy.bench", "--upstream",
+    upstream = subprocess.Popen([sys.executable, "-m", "harness.bench.proxy", "--upstream",
                                  str(echo_port), str(sink_port)], stdout=subprocess.PIPE, text=True)
     proxy_proc = subprocess.Popen([sys.executable, "-m", "harness.faultproxy", "--host", "127.0.0.1",
                                    "--port", str(api_port), "--log-level", "warning"],
@@ -274,5 +274,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--upstream":
         asyncio.run(_upstream_main(int(sys.argv[2]), int(sys.argv[3])))
     else:
-        print("usage: python -m harness.faultproxy.bench --upstream ECHO_PORT SINK_PORT", file=sys.stderr)
+        print("usage: python -m harness.bench.proxy --upstream ECHO_PORT SINK_PORT", file=sys.stderr)
         sys.exit(2)

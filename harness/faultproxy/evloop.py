@@ -3,6 +3,10 @@
 Why: every proxied byte and every node request passes through an event loop; on the 2-core machine the loop's own
 Python overhead (selector, transports, handles) was a large share of the fault proxy's and the nodes' CPU.
 ``HA_CHAOS_EVENT_LOOP=asyncio`` forces the standard loop (``uvloop`` requires it; ``auto`` is the default).
+
+Why two copies (this one and ``harness/faultproxy/evloop.py``, kept identical by tests/unit/test_layering.py): each
+container package is self-contained, so each image copies exactly one directory of the project and a change to the
+other container's code never changes this image's id.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class LiveView:
     """
 
     def __init__(self, topo: Topology) -> None:
-        from harness.workload.endpoints import Endpoints
+        from harness.topology.endpoints import Endpoints
 
         self.topo = topo
         self.ep = Endpoints(topo)

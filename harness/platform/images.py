@@ -6,7 +6,12 @@ never shadow a real upstream image). With ``--upstream`` the very same Dockerfil
 debian:bookworm-slim`` instead (a build arg), for users who can pull.
 
 Caching: the base image is built once per machine; the Dockerfiles order their layers so that apt and pip layers
-are reused, and only the final ``COPY harness`` layer changes when project code changes.
+are reused, and only the final ``COPY harness/<package>`` layer changes when that container's code changes. Each
+project image copies only the package its container runs (``harness/sut`` for the node image, ``harness/faultproxy``
+for the fault proxy; ``.dockerignore`` sends nothing else of the project), so host code - workload, checkers, report,
+benchmarks - is not in any image and editing it leaves the image ids (a run's fingerprint in ``topology.json``)
+unchanged: Docker's builder keys a ``COPY`` layer's cache on a checksum of the copied files' contents and modes (not
+their mtimes), a cache hit reuses the earlier image, and ``content_digest`` computes the same dependence here.
 """
 
 from __future__ import annotations
@@ -178,6 +183,54 @@ def prepare_wheels() -> str:
     return "node wheels downloaded"
 
 
+def copy_sources(dockerfile: Path) -> list[str]:
+    """The context paths a Dockerfile's ``COPY``/``ADD`` instructions take (``--from`` stages left out), in order.
+
+    Why a small parser of our own: only the project's own Dockerfiles are read, whose COPY lines are single-line and
+    unquoted; a Dockerfile parser library would be a dependency for four lines of reading.
+    """
+    sources: list[str] = []
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if not words or words[0].upper() not in ("COPY", "ADD"):
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        if any(w.startswith("--from") for w in words[1:]) or len(args) < 2:
+            continue
+        sources += [a.rstrip("/") for a in args[:-1]]
+    return sources
+
+
+def copied_files(spec: ImageSpec, root: Path | None = None) -> list[Path]:
+    """Every file of the build context an image's Dockerfile copies, relative to the context (sorted; caches left
+    out as ``.dockerignore`` leaves them out). Host code must never appear here (tests/unit/test_layering.py)."""
+    root = root or REPO_ROOT
+    context = root / spec.context
+    dockerfile = root / spec.dockerfile.relative_to(REPO_ROOT)
+    files: set[Path] = set()
+    for src in copy_sources(dockerfile):
+        path = context / src
+        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        files.update(p.relative_to(context) for p in candidates
+                     if "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return sorted(files)
+
+
+def content_digest(spec: ImageSpec, root: Path | None = None) -> str:
+    """sha256 over what the image copies (paths, executable bits, contents): what its COPY layers' cache keys depend
+    on. Same digest (and same base and Dockerfile) -> Docker reuses the cached layers -> the same image id."""
+    import hashlib
+
+    root = root or REPO_ROOT
+    context = root / spec.context
+    digest = hashlib.sha256((root / spec.dockerfile.relative_to(REPO_ROOT)).read_bytes())
+    for rel in copied_files(spec, root):
+        path = context / rel
+        digest.update(f"\0{rel.as_posix()}\0{path.stat().st_mode & 0o111:o}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def build_image(spec: ImageSpec, *, base: str) -> str:
     if not spec.dockerfile.exists():
         raise HarnessError(f"{spec.dockerfile} does not exist")
@@ -186,7 +239,8 @@ def build_image(spec: ImageSpec, *, base: str) -> str:
     cmd = ["docker", "build", "--network", "host", "-q", "-f", str(spec.dockerfile),
            "--build-arg", f"BASE={base}", "-t", spec.tag, str(REPO_ROOT / spec.context)]
     run(cmd, timeout=1200, env=env, cwd=str(REPO_ROOT))
-    return f"{spec.tag} built in {time.monotonic() - t0:.1f} s"
+    # the content digest names what went in, so two builds can be compared without inspecting the image
+    return f"{spec.tag} built in {time.monotonic() - t0:.1f} s (content {content_digest(spec)[:12]})"
 
 
 def build_images(*, upstream: bool = False, only: list[str] | None = None) -> list[str]:

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from harness.faultproxy import evloop
+from harness.sut.common import evloop
 from harness.sut.common.config import config_from_env
 from harness.sut.common.log import log, set_context
 

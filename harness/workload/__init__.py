@@ -1,6 +1,9 @@
-"""The client side of a run: submitters, stream readers and probes that write the history (see docs/history.md)."""
+"""The client side of a run: submitters, stream readers and probes that write the history (see docs/history.md).
 
-from harness.workload.endpoints import Endpoints
+``client`` is the nodes' HTTP client (Ledger API, sequencer API, health); where services are reachable from the host
+is the topology's business (``harness.topology.endpoints``).
+"""
+
 from harness.workload.runner import Workload, WorkloadConfig
 
-__all__ = ["Endpoints", "Workload", "WorkloadConfig"]
+__all__ = ["Workload", "WorkloadConfig"]

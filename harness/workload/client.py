@@ -1,7 +1,8 @@
 """Async client (aiohttp) for the reference nodes: Ledger API, sequencer API and health/evidence endpoints.
 
-Why in ``harness/sut``: it is the one place that knows the wire format of these nodes (API.md); the workload,
-the probes and the tests use it instead of hand-written HTTP. It records nothing itself: callers turn its
+Why in ``harness/workload`` (host side): it is the one place that knows the wire format of these nodes
+(harness/sut/API.md); the workload, the probes, the benchmarks and the tests use it instead of hand-written HTTP.
+No node imports it, so it is not part of the node image (issue 13 item 5). It records nothing itself: callers turn its
 results into history events. Every call has a timeout; a timeout or a lost connection raises ``Indeterminate``
 (the operation may or may not have happened, history type ``info``), a definite refusal is returned as data.
 """

@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 
 from harness.history import HistoryWriter
-from harness.sut.client import HealthClient, Indeterminate, LedgerClient, SequencerApiClient, StreamEnded
 from harness.topology import pg
-from harness.workload.endpoints import Endpoints
+from harness.topology.endpoints import Endpoints
+from harness.workload.client import HealthClient, Indeterminate, LedgerClient, SequencerApiClient, StreamEnded
 
 log = logging.getLogger("ha-chaos.workload")
 

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from harness import RUN_LABEL
+from harness.bench.db_failover import kill_leader_once
 from harness.platform.setup import docker_client
 from harness.topology import pg, registry
-from harness.topology.bench import kill_leader_once
 from harness.topology.compose import Topology
 from harness.topology.writeloop import WriteLoop
 

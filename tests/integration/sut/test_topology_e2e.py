@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.sut.bench import Handles, active_replica, failover
-from harness.sut.loadgen import run_load
+from harness.bench.ledger import Handles, active_replica, failover
+from harness.bench.loadgen import run_load
 
 pytestmark = pytest.mark.integration
 

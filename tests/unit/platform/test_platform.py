@@ -270,7 +270,7 @@ def test_forgetting_a_run_removes_its_env_file(monkeypatch: pytest.MonkeyPatch, 
 
 def test_db_failover_bench_reports_a_failover_that_never_happened() -> None:
     """The text output used to give min/median/max over the kills that recovered only, and exit 0."""
-    from harness.topology.bench import FailoverSample, failures, summarize
+    from harness.bench.db_failover import FailoverSample, failures, summarize
 
     ok = FailoverSample(False, "pg1", "pg2", 9.5, True, 5.0, 400, 3)
     stuck = FailoverSample(False, "pg2", None, None, True, 5.5, 800, 3)

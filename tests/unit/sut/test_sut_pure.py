@@ -148,8 +148,8 @@ def test_config_from_env() -> None:
 
 # --- bench ledger options -----------------------------------------------------------------------------------
 def test_bench_ledger_levels_and_rates_are_checked() -> None:
+    from harness.bench.ledger import _levels, _rates
     from harness.errors import HarnessError
-    from harness.sut.bench import _levels, _rates
     assert _levels("1,32") == [1, 32]
     assert _rates("50, 100") == [50.0, 100.0] and _rates("") == []
     for bad in ("0", "x", "-5", "1e9"):
@@ -160,7 +160,7 @@ def test_bench_ledger_levels_and_rates_are_checked() -> None:
 
 
 def test_bench_ledger_target_is_judged_per_level() -> None:
-    from harness.sut.bench import target
+    from harness.bench.ledger import target
 
     def run(concurrency: int | None, rate: float | None, tput: float, p99: float, problems: int = 0) -> dict:
         return {"concurrency": concurrency, "offered_cmd_s": rate, "throughput_cmd_s": tput, "latency_p99_ms": p99,
