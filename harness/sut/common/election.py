@@ -54,9 +54,13 @@ LOCK_KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "1", "
 
 CHECK_SQL = ("select count(*) > 0 from pg_locks where locktype = 'advisory' and classid = 0 "
              "and objid::bigint = $1 and objsubid = 1 and granted and pid = pg_backend_pid()")
-#: the same check from another session: is the main lock ($1) granted to the lock session with pid $2?
-MAIN_HELD_SQL = ("select count(*) > 0 from pg_locks where locktype = 'advisory' and classid = 0 "
-                 "and objid::bigint = $1 and objsubid = 1 and granted and pid = $2")
+#: the same check from another session: is the main lock ($1) granted to the lock session (pid $2, backend
+#: start $3)? A pid alone names a session on one server only (see ``Election._open_writer``).
+MAIN_HELD_SQL = ("select count(*) > 0 from pg_locks l join pg_stat_activity a on a.pid = l.pid "
+                 "where l.locktype = 'advisory' and l.classid = 0 and l.objid::bigint = $1 and l.objsubid = 1 "
+                 "and l.granted and l.pid = $2 and a.backend_start = $3")
+#: the lock session's identity, read on the lock (main) connection itself
+SESSION_START_SQL = "select backend_start from pg_stat_activity where pid = pg_backend_pid()"
 
 
 @dataclass
@@ -400,8 +404,12 @@ class Election:
         PassiveInstance). If it ran before, the main lock was still held by this replica's session, so the
         other replica gets the main lock only later and its exclusive take then waits until this connection,
         which already holds the shared lock, is gone. A connection that passed the check is fenced as before.
-        The lock session is named by its server pid (recorded when the writer opens); a pid is reused only after
-        its process is gone, and the reuse would also have to be the other replica's lock session.
+        The lock session is named by its server pid *and* its backend start (both read on the lock connection when
+        the writer opens). A pid alone names a session on one server only: after a DB failover (Patroni) this
+        replica's lock session lived on the old primary while its reconnecting write pool lands on the new one,
+        where the other replica's lock session may well have the same pid (containers number their processes
+        from a low start) - the check would pass and both replicas write. A session on another server (or a
+        later one on the same server that reuses the pid) has another backend start.
 
         Not chosen: checking on every write that this epoch is still the newest. The new active inserts its
         epoch row only after its exclusive take, so an old write in between would pass; and it would cost every
@@ -411,6 +419,7 @@ class Election:
         assert self.main is not None
         main = self.main
         main_pid = main.get_server_pid()
+        main_start = await main.fetchval(SESSION_START_SQL) if fenced else None
         guard = _PoolGuard()
 
         async def init(conn: asyncpg.Connection) -> None:
@@ -419,13 +428,14 @@ class Election:
             guard.conns.add(conn)
             if fenced and not await conn.fetchval("select pg_try_advisory_lock_shared($1)", writers_id):
                 raise PassiveInstance("writers lock held exclusively by another replica")
-            if fenced and not await conn.fetchval(MAIN_HELD_SQL, main_id, main_pid):
+            if fenced and not await conn.fetchval(MAIN_HELD_SQL, main_id, main_pid, main_start):
                 # This replica is no longer the active one: none of its write connections may write again
                 # (closing the guard terminates them and makes the writer unusable), and the replica turns
                 # passive now instead of at its next lock check.
                 guard.close()
                 self._wake.set()   # the active loop sees the writer closed and turns passive
-                log("write_connection_fenced", level="warning", lock_session=main_pid)
+                log("write_connection_fenced", level="warning", lock_session=main_pid,
+                    lock_session_start=str(main_start))
                 raise PassiveInstance("the main lock is no longer held by this replica's lock connection")
             if guard.closed:     # closed while the lock was being taken: close() may have missed this one
                 conn.terminate()

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 import pytest
-from sut_support import PgServer, node_config, wait_until
+from sut_support import TEST_TIMERS, PgServer, node_config, wait_until
 
 from harness.sut.common.db import PassiveInstance
 from harness.sut.participant.node import ParticipantNode
@@ -26,6 +27,9 @@ from harness.sut.participant.node import ParticipantNode
 pytestmark = pytest.mark.integration
 
 NO_SEQ = ("127.0.0.1:1",)   # no sequencer needed; the feed just keeps retrying
+#: p1a tries the main lock once, then not again during the test: its election loop must not use the lock
+#: connection while the test opens the writer on it (asyncpg allows one operation at a time per connection)
+QUIET = replace(TEST_TIMERS, passive_check=120.0)
 
 
 def test_a_write_connection_is_refused_when_only_the_lock_sessions_pid_matches(
@@ -33,16 +37,17 @@ def test_a_write_connection_is_refused_when_only_the_lock_sessions_pid_matches(
     async def main() -> None:
         db = await pg.create_db("p1")
         act = ParticipantNode(node_config("participant", "p1b", "p1", pg.dsn(db), endpoints=NO_SEQ))
-        old = ParticipantNode(node_config("participant", "p1a", "p1", pg.dsn(db), endpoints=NO_SEQ))
+        old = ParticipantNode(node_config("participant", "p1a", "p1", pg.dsn(db), endpoints=NO_SEQ, timers=QUIET))
         try:
             await act.start()
             await wait_until(lambda: act.election.role == "active" and act.writer is not None, 10, "p1b active")
             await old.start()
             await wait_until(lambda: old.election.main is not None, 10, "p1a connected (passive)")
-            assert old.election.role == "passive"
             assert act.election.main is not None and old.election.main is not None
-            other_pid = act.election.main.get_server_pid()
             old_main = old.election.main
+            await asyncio.sleep(1.0)   # p1a's one lock attempt (milliseconds) is over
+            assert old.election.role == "passive"
+            other_pid = act.election.main.get_server_pid()
             real = asyncpg.Connection.get_server_pid
 
             def pid(self: Any) -> int:   # p1a's lock session "has" p1b's lock pid (another server's numbering)
