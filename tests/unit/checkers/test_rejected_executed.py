@@ -154,6 +154,22 @@ def test_a_transaction_seen_at_the_very_end_is_not_judged() -> None:
     assert check_acknowledged_completes(violating(t_tx=95.0), CheckContext(completion_grace_s=1.0)).verdict == "fail"
 
 
+def test_a_late_transaction_is_judged_once_the_submitters_completions_were_read_past_it() -> None:
+    """Seen live (bug switch sequence_late_sends, plan sequencer-link-squeeze): the late requests were executed
+    right after the last heal and the quiet period ended 10 s later, so all 5 transactions fell within the 30 s
+    grace and the bug passed as "not judged". The grace waits for an OK completion that may not have been read
+    yet; once the submitter's completion stream has been read past the transaction's record time, the OK
+    completion committed with it (same record time) would have been read: the transaction is judged."""
+    h = violating(t_tx=95.0)
+    h.insert(-1, completion(96.0, "s9", "OK", 2, cmd="c9", offset=2, tx_id="r9"))
+    r = check_acknowledged_completes(h)
+    assert r.verdict == "fail", r.explanation
+    assert r.metrics["rejected_executed"] == 1
+    # not read that far: still not judged
+    r = check_acknowledged_completes(violating(t_tx=95.0))
+    assert r.verdict == "pass" and r.metrics["rejected_executed_not_judged"] == 1
+
+
 def test_an_unhealed_fault_makes_an_unaccounted_transaction_unknown() -> None:
     fault = [ev(5.0, "nemesis", "invoke", "kill", step=0, kind="kill", target="seq1"),
              ev(5.1, "nemesis", "ok", "kill", step=0, kind="kill", target="seq1", resolved=["seq1"])]
