@@ -221,7 +221,8 @@ def rejected_executed(idx: HistoryIndex, qp: QuietPeriod) -> RejectedExecuted:
     accounted for the same way. Nothing is inferred from a submit: only observed completions and transactions
     count. A transaction that no OK completion accounts for *yet* is judged only once the history is judgeable
     (faults healed, quiet period passed) and it was seen at least ``completion_grace_s`` before the end (its
-    completion would have been read by then); otherwise it is counted as not judged.
+    completion would have been read by then) or the submitter's completion stream was read past its record time
+    (the OK completion would carry that record time); otherwise it is counted as not judged.
 
     The witness pair names the change ID, the rejected submission (its completion: status, completion offset)
     and the transaction (its ``tx_id`` and offset). With several rejections of one change ID, the one that
@@ -229,8 +230,13 @@ def rejected_executed(idx: HistoryIndex, qp: QuietPeriod) -> RejectedExecuted:
     out = RejectedExecuted()
     rejections: dict[ChangeKey, list[Event]] = defaultdict(list)
     accounted: set[tuple[str, Any]] = set()
+    read_past: dict[str, int] = {}   # participant -> highest record time read on its completion stream
     for ev in idx.completions:
         v = ev.value
+        rt = v.get("record_time")
+        if isinstance(rt, int):
+            part = str(v.get("participant"))
+            read_past[part] = max(read_past.get(part, rt), rt)
         status = v.get("status")
         if status in DEFINITE_REJECTIONS:
             rejections[change_key(v)].append(ev)
@@ -258,7 +264,13 @@ def rejected_executed(idx: HistoryIndex, qp: QuietPeriod) -> RejectedExecuted:
             else:
                 found[k] = (prev[0], min(prev[1], ev.t))
     for (submitter, tx), (tev, first_seen) in found.items():
-        if not (qp.judgeable and first_seen <= qp.judge_before):
+        # Judged when seen before the grace, or when the submitter's completion stream was already read past the
+        # transaction's record time: an OK completion accounting for it commits with it, at the same record
+        # time (the verdict's sequencing time, the same on every informee), and a completion stream is read in
+        # record-time order, so it would have been read by now.
+        rt = tev.value.get("record_time")
+        read_beyond = isinstance(rt, int) and read_past.get(submitter, rt) > rt
+        if not (qp.judgeable and (first_seen <= qp.judge_before or read_beyond)):
             out.not_judged += 1
             continue
         key = change_key({**tev.value, "participant": submitter})
