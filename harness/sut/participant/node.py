@@ -211,13 +211,25 @@ class ParticipantNode:
         reply came). Such a retry finds the batch processed (``p_state`` holds its counter) and would produce
         nothing, so the committed transactions and completions never reached the stream hub: a caught-up stream
         saw them only after some later commit. It reads back what was committed since before the first attempt
-        instead (``fx``, published by the caller), without processing the batch twice."""
+        instead (``fx``, published by the caller), without processing the batch twice.
+
+        ``ctx.deadline`` (the cached earliest pending deadline) is set by ``expire()`` from a query inside the
+        attempt, after it deleted the expired rows. An attempt that rolls back brings those rows back but left the
+        cache at a later deadline: the retry (and every batch until an event passes that later deadline) would skip
+        the expiry, and a verdict sequenced after the passed deadline would be applied here alone (invariants
+        3/4/6). Every retry therefore starts from the lower of the cache before the first attempt and the cache
+        now: a deadline too low only costs an extra expiry check; concurrent submits only lower it."""
         since = (self.hub.high["p_transactions"], self.hub.high["p_completions"])   # published => committed
+        deadline_before = self.ctx.deadline
         attempts = 0
 
         async def tx(conn: asyncpg.Connection) -> None:
             nonlocal attempts
             attempts += 1
+            if attempts > 1:
+                d = self.ctx.deadline
+                self.ctx.deadline = d if deadline_before is None else \
+                    deadline_before if d is None else min(d, deadline_before)
             fx.completions.clear()
             fx.transactions.clear()
             if attempts > 1 and await store.read_back_processed(conn, fx, processed[0], *since):
