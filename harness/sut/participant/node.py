@@ -298,6 +298,8 @@ class ParticipantNode:
         if decision == "in_flight":
             return 409, {"error": "SUBMISSION_ALREADY_IN_FLIGHT", "status": "ABORTED", "replica": replica,
                          "existing_submission_id": entry.submission_id if entry else None}
+        # "completed": recorded in flight by an attempt whose reply was lost and completed since (its completion
+        # is in the stream): accepted, not a duplicate
         return 202, {"status": "ACCEPTED", "submission_id": req["submission_id"], "request_id": req["request_id"],
                      "replica": replica, "duplicate": decision == "duplicate"}
 
@@ -317,7 +319,8 @@ class ParticipantNode:
 
         The writer retries either after a transient error, also after an attempt that committed and lost only
         its reply: a retry then finds the submission's own work - its claimed row (``claim_and_record_many``), its
-        re-opened dedup row (``decide``: ``recorded``) or its duplicate's completion - and takes it as done."""
+        re-opened dedup row (``decide``: ``recorded``) or its completion (a duplicate's; or, once max-sequencing
+        passed, its in-flight record's NOT_SEQUENCED_TIMEOUT: then accepted, not a duplicate) - and takes it as done."""
         mem = self.ctx.mem_dedup
         claimed: set[str] = set()
         if mem is None:
@@ -348,8 +351,14 @@ class ParticipantNode:
                     req, key = sub.req, sub.req["change_key"]
                     done = answered.get(req["request_id"])
                     if done is not None:
-                        fx.completions.append(done)    # published now: the committed attempt's never was
-                        out.append(("duplicate", None))
+                        fx.completions.append(done)    # published now: the committed attempt's may never have been
+                        # DUPLICATE_COMMAND: the committed attempt answered a duplicate. Any other status: it
+                        # recorded the submission in flight and it has completed since - e.g. NOT_SEQUENCED_TIMEOUT
+                        # by ``expire()`` when the retry outlasted max-sequencing. Not a duplicate (a client takes
+                        # that as success) and not to be sent or decided again (a second life, a second
+                        # completion): accepted, and its one completion is out already.
+                        out.append(("duplicate" if done.get("status") == "DUPLICATE_COMMAND" else "completed",
+                                    None))
                         continue
                     if mem is not None:
                         entry = sub.mem_entry
