@@ -2,7 +2,8 @@
 
 Data flows one way (ARCHITECTURE.md): the executor never judges and the checkers never touch Docker. This module
 only wires them: it creates the run directory, starts the workload, lets the executor fire and heal the faults,
-stops the workload after the quiet period, collects the single-writer evidence and the container logs, then has
+stops the workload after the quiet period, collects the nodes' single-writer evidence (``HA_CHAOS_EVIDENCE``: which
+evidence, the workload samples PostgreSQL for the rest) and the container logs, then has
 ``harness.report.check_run`` judge and render. Between runs on a shared topology, ``settle`` brings it back to a
 clean state (every container running, no toxic, a PG leader and one active replica per pair) or says why not.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from harness.checkers import CheckContext, CheckResult
+from harness.checkers.roles import EVIDENCE_ENV, EVIDENCE_SOURCES, parse_evidence
 from harness.errors import HarnessError
 from harness.faults.live import LiveInjector, LiveView
 from harness.history import HistoryWriter
@@ -36,6 +39,18 @@ from harness.workload.client import HealthClient, Indeterminate
 log = logging.getLogger("ha-chaos.runner")
 EXIT = {"pass": 0, "fail": 1, "unknown": 2, "error": 3}
 EVIDENCE_NODES = ("p1", "p2", "med1")
+
+
+def evidence_sources(env: dict[str, str] | None = None) -> list[str]:
+    """Which single-writer evidence a run gathers: ``HA_CHAOS_EVIDENCE`` (comma list of ``node``, ``pg``; default
+    both). ``pg`` alone judges the reference topology as a black-box target: no ``/admin/evidence`` is read, the
+    PostgreSQL samples decide. Checked before anything starts."""
+    try:
+        chosen = parse_evidence((os.environ if env is None else env).get(EVIDENCE_ENV, ""))
+    except ValueError as exc:
+        raise HarnessError(str(exc), f"use a comma list of {', '.join(EVIDENCE_SOURCES)}, e.g. "
+                                     f"{EVIDENCE_ENV}=pg") from None
+    return list(EVIDENCE_SOURCES) if chosen is None else chosen
 
 
 @dataclass
@@ -126,12 +141,18 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
     """Run ``plan`` once on ``topo`` (which must be settled) and judge it. Never leaves a fault behind."""
     t_start = time.time()
     t0 = time.monotonic()
+    sources = evidence_sources()
     rd = RunDir.create(runs_dir, plan.name)
     rd.write_plan(dump_plan(plan))
     history = HistoryWriter(rd.history_path)
+    if sources != list(EVIDENCE_SOURCES):
+        # recorded, so that an offline `ha-chaos check` judges the run on the evidence it was made with
+        history.info("harness", "evidence_sources", {"sources": sources, "reason": f"{EVIDENCE_ENV} set"})
     ep = Endpoints(topo)
     nonce = rd.timestamp.replace(".", "")[-10:] + "-"
-    workload = Workload(ep, history, WorkloadConfig.from_plan(plan.workload, plan.seed, nonce)).start()
+    wcfg = WorkloadConfig.from_plan(plan.workload, plan.seed, nonce)
+    wcfg.pg_sampling = "pg" in sources
+    workload = Workload(ep, history, wcfg).start()
     execution: ExecutionResult | None = None
     error: str | None = None
     try:
@@ -143,7 +164,8 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
     finally:
         workload.stop(drain_s=3.0)
     try:
-        _collect_evidence(ep, history, tuple(n for n in EVIDENCE_NODES if topo.model.replicas(n)))
+        if "node" in sources:
+            _collect_evidence(ep, history, tuple(n for n in EVIDENCE_NODES if topo.model.replicas(n)))
     finally:
         history.close()
     _collect_logs(topo, rd, t_start - 1)

@@ -98,6 +98,10 @@ class HistoryIndex:
     pg_primary: list[Event] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     evidence: list[Event] = field(default_factory=list)
+    #: PostgreSQL session samples (``pg_sample``, ok and info), single-writer evidence from outside the nodes
+    pg_samples: list[Event] = field(default_factory=list)
+    #: the ``evidence_sources`` marker: the sources a run was made with (None: no marker, every source)
+    evidence_sources: list[str] | None = None
     phases: list[Event] = field(default_factory=list)
     expect: dict[str, Any] = field(default_factory=dict)
     t_end: float = 0.0
@@ -170,6 +174,10 @@ def build_index(events: list[Event]) -> HistoryIndex:
             idx.pg_primary.append(ev)
         elif f == "evidence":
             idx.evidence.append(ev)
+        elif f == "pg_sample":
+            idx.pg_samples.append(ev)
+        elif f == "evidence_sources":
+            idx.evidence_sources = [str(s) for s in ev.value.get("sources") or []]
         elif f == "phase":
             idx.phases.append(ev)
         elif f == "expect":

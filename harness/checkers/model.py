@@ -139,6 +139,9 @@ class CheckContext:
     - ``health_consecutive``: a health anomaly must persist this many consecutive samples; the probe reads
       replicas one after another, so a single sample can straddle a legitimate role swap.
     - ``dedup_period_s``: the deduplication period; ``None`` = longer than any run (Canton's default is 7 days).
+    - ``evidence``: the sources invariant 1 may use, ``node`` (the nodes' own write epochs) and/or ``pg``
+      (PostgreSQL session samples); ``None`` = the history's ``evidence_sources`` marker, else every source.
+      ``["pg"]`` judges a reference run as a black-box target (no evidence endpoint) would be judged.
     """
 
     recovery_bound_s: float | None = None
@@ -146,5 +149,6 @@ class CheckContext:
     completion_grace_s: float = 30.0
     health_consecutive: int = 2
     dedup_period_s: float | None = None
+    evidence: list[str] | None = None
 
     DEFAULT_RECOVERY_BOUND_S = 30.0

@@ -1,7 +1,8 @@
 """Invariants 1, 9 and 11: who may write and who claims to serve.
 
-Single writer (1) is judged on evidence collected from each node's database after the run (write epochs on the
-DB clock), because a client cannot see which replica committed a write; health (9) on the probe's samples;
+Single writer (1) is judged on evidence from the database, because a client cannot see which replica committed a
+write: the write epochs each node records in its own database (read after the run), and PostgreSQL's own session
+table sampled during the run (``harness.checkers.pgwriters``); health (9) on the probe's samples;
 outage honesty (11) on submits acknowledged by a replica while a fault had cut its database.
 """
 
@@ -9,34 +10,74 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from harness.checkers.common import as_index, node_of, plural, resolve
 from harness.checkers.index import HistoryIndex
 from harness.checkers.model import MAX_WITNESSES, CheckContext, CheckResult, keep, result, witness
+from harness.checkers.pgwriters import judge_pg_samples
 from harness.history import Event
 
+#: Evidence sources of invariant 1: the nodes' own write epochs, and PostgreSQL's view of their sessions.
+EVIDENCE_SOURCES = ("node", "pg")
+_SOURCE_NAMES = {"node": "node write epochs (/admin/evidence)", "pg": "PostgreSQL samples (pg_stat_activity)"}
 
-def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | None = None) -> CheckResult:
-    """1. Per logical node, the write intervals of different epochs (replicas) never overlap; no unfenced write."""
-    idx = as_index(events)
-    witnesses: list[dict[str, Any]] = []
-    nodes_ok: list[str] = []
-    missing: list[str] = []
-    bad = 0
+
+#: The environment variable that picks the sources: of a run (what it gathers) and of ``ha-chaos check``.
+EVIDENCE_ENV = "HA_CHAOS_EVIDENCE"
+
+
+def parse_evidence(text: str) -> list[str] | None:
+    """The sources a comma list names (``"pg"``, ``"node,pg"``), in canonical order; None for an empty text
+    (every source). ValueError naming the unknown ones: a typo must not silently drop evidence."""
+    if not text.strip():
+        return None
+    chosen = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = sorted(set(chosen) - set(EVIDENCE_SOURCES))
+    if unknown or not chosen:
+        what = f"unknown evidence source(s) {', '.join(unknown)}" if unknown else "no evidence source named"
+        raise ValueError(f"{EVIDENCE_ENV}={text!r}: {what} (known: {', '.join(EVIDENCE_SOURCES)})")
+    return [s for s in EVIDENCE_SOURCES if s in chosen]
+
+
+def evidence_sources(ctx: CheckContext | None, idx: HistoryIndex) -> tuple[str, ...]:
+    """Which sources invariant 1 may use: the context's ``evidence``, else the history's ``evidence_sources``
+    marker (a run made with some evidence switched off), else every source the history holds."""
+    chosen = ctx.evidence if ctx is not None and ctx.evidence is not None else idx.evidence_sources
+    if chosen is None:
+        return EVIDENCE_SOURCES
+    unknown = sorted(set(chosen) - set(EVIDENCE_SOURCES))
+    if unknown:
+        raise ValueError(f"unknown evidence source(s) {unknown}; known: {', '.join(EVIDENCE_SOURCES)}")
+    return tuple(s for s in EVIDENCE_SOURCES if s in chosen)
+
+
+@dataclass
+class _NodeEpochs:
+    bad: int = 0
+    witnesses: list[dict[str, Any]] = field(default_factory=list)
+    ok: set[str] = field(default_factory=set)
+    missing: dict[str, Event] = field(default_factory=dict)
+
+
+def _judge_node_epochs(idx: HistoryIndex) -> _NodeEpochs:
+    """The nodes' own evidence: per node, the write intervals of different epochs never overlap and no write
+    went without the writers lock (DB-clock µs, read from each node's database after the run)."""
+    out = _NodeEpochs()
     for ev in idx.evidence:
         node = str(ev.value.get("node"))
         if ev.type != "ok":
-            missing.append(node)
+            out.missing[node] = ev
             continue
         epochs = [e for e in ev.value.get("epochs") or [] if isinstance(e, dict)]
         node_bad = 0
         for e in epochs:
             if int(e.get("unfenced_writes") or 0) > 0:
                 node_bad += 1
-                keep(witnesses, ev, f"{node}: {e.get('unfenced_writes')} writes without the writers "
-                                    f"lock by {e.get('replica')} (epoch {e.get('epoch')})")
+                keep(out.witnesses, ev, f"{node}: {e.get('unfenced_writes')} writes without the writers "
+                                        f"lock by {e.get('replica')} (epoch {e.get('epoch')})")
         spans = sorted((e for e in epochs if e.get("first_write") is not None),
                        key=lambda e: e["first_write"])
         open_: dict[str, Any] | None = None
@@ -44,22 +85,93 @@ def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | 
             last = e.get("last_write") if e.get("last_write") is not None else e["first_write"]
             if open_ is not None and e["first_write"] <= open_["_last"]:
                 node_bad += 1
-                keep(witnesses, ev, f"{node}: {e.get('replica')} epoch {e.get('epoch')} wrote from "
-                                    f"{e['first_write']} while {open_.get('replica')} epoch "
-                                    f"{open_.get('epoch')} wrote until {open_['_last']}")
+                keep(out.witnesses, ev, f"{node}: {e.get('replica')} epoch {e.get('epoch')} wrote from "
+                                        f"{e['first_write']} while {open_.get('replica')} epoch "
+                                        f"{open_.get('epoch')} wrote until {open_['_last']}")
             if open_ is None or last > open_["_last"]:
                 open_ = {**e, "_last": last}
-        bad += node_bad
+        out.bad += node_bad
         if not node_bad:
-            nodes_ok.append(node)
-    if bad:
-        return result("1", "fail", f"{bad} overlapping or unfenced write epoch(s)", witnesses)
-    if missing:
-        return result("1", "unknown", f"write evidence missing for {', '.join(sorted(set(missing)))}",
-                      [witness(e) for e in idx.evidence if e.type != "ok"])
-    if not nodes_ok:
-        return result("1", "unknown", "no write evidence collected from any node's database")
-    return result("1", "pass", f"write epochs disjoint on {', '.join(sorted(nodes_ok))}")
+            out.ok.add(node)
+    return out
+
+
+def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | None = None) -> CheckResult:
+    """1. Per logical node, two replicas never write at once.
+
+    Two sources of evidence, each enough to fail the invariant on its own:
+    - ``node``: the write epochs each node records in its own database (``evidence`` events, DB-clock µs): the
+      write intervals of different epochs never overlap and no write went without the writers lock. Complete
+      (every committed write counts), but only a node that cooperates has it.
+    - ``pg``: PostgreSQL's own session table, sampled every 250 ms (``pg_sample`` events; the rules are in
+      ``harness.checkers.pgwriters``): two replicas' write transactions open at the same instant, or two
+      replicas' write sessions alive together in two samples. Needs nothing from the nodes but their
+      ``application_name``; sampled, so a short overlap can be missed.
+
+    ``CheckContext.evidence`` (or the history's ``evidence_sources`` marker) restricts the sources, e.g. to
+    ``["pg"]`` to judge a reference run as a black-box target would be judged. A node passes when some enabled
+    source judged it (its epochs were read, or the samples saw its replicas write) and none found a violation; a
+    node no enabled source judged makes the invariant unknown with the reason, never a pass. The explanation names
+    the evidence used.
+    """
+    idx = as_index(events)
+    sources = evidence_sources(ctx, idx)
+    node = _judge_node_epochs(idx) if "node" in sources else None
+    pgw = judge_pg_samples(idx.pg_samples) if "pg" in sources else None
+    used = [s for s, data in (("node", node is not None and (node.ok or node.bad or node.missing)),
+                              ("pg", pgw is not None and pgw.samples + pgw.failures > 0)) if data]
+    metrics: dict[str, Any] = {"evidence": used, "evidence_enabled": list(sources)}
+    if pgw is not None:
+        metrics.update(pg_samples=pgw.samples, pg_sample_failures=pgw.failures,
+                       pg_writers_seen={n: sorted(r) for n, r in sorted(pgw.writers.items())})
+    named = ", ".join(_SOURCE_NAMES[s] for s in used) or "none"
+    failures: list[str] = []
+    witnesses: list[dict[str, Any]] = []
+    if node is not None and node.bad:
+        failures.append(f"{node.bad} overlapping or unfenced write epoch(s) in the nodes' evidence")
+        witnesses += node.witnesses
+    if pgw is not None and pgw.violations:
+        kinds = [f"{plural(pgw.concurrent_samples, 'sample')} with two replicas' write transactions open at "
+                 f"once"] if pgw.concurrent_samples else []
+        kinds += [f"{plural(pgw.coexisting_samples, 'sample')} with two replicas' write sessions alive "
+                  f"together"] if pgw.coexisting_samples else []
+        failures.append(f"{plural(pgw.violations, 'overlap')} of two replicas' writers on "
+                        f"{', '.join(sorted(pgw.violating_nodes))} in {pgw.samples} PostgreSQL samples "
+                        f"({'; '.join(kinds)})")
+        witnesses += pgw.witnesses
+    if failures:
+        return result("1", "fail", f"{'; '.join(failures)} [evidence: {named}]", witnesses, metrics)
+    expected = set(node.ok | set(node.missing) if node is not None else set())
+    expected |= pgw.watched if pgw is not None else set()
+    covered: dict[str, list[str]] = defaultdict(list)
+    for n in node.ok if node is not None else ():
+        covered[n].append("node")
+    for n in pgw.judged if pgw is not None else ():
+        covered[n].append("pg")
+    off = [f"{_SOURCE_NAMES[s]} switched off" for s in EVIDENCE_SOURCES if s not in sources]
+    if not expected:
+        why = "; ".join([*off, *(f"no {_SOURCE_NAMES[s]} in the history" for s in sources)])
+        return result("1", "unknown", f"no single-writer evidence: {why}", metrics=metrics)
+    uncovered = sorted(expected - set(covered))
+    if uncovered:
+        reasons = []
+        for n in uncovered:
+            why = []
+            if node is not None:
+                miss = node.missing.get(n)
+                why.append(f"node evidence {'not collected: ' + str(miss.value.get('error')) if miss else 'absent'}")
+            if pgw is not None:
+                why.append("no write seen in PostgreSQL samples" if n in pgw.watched else "not in PostgreSQL samples")
+            reasons.append(f"{n} ({'; '.join(why + off)})")
+        return result("1", "unknown", f"write evidence missing for {', '.join(reasons)} [evidence: {named}]",
+                      [witness(e) for e in (node.missing.values() if node is not None else ())], metrics)
+    parts = []
+    if node is not None and node.ok:
+        parts.append(f"write epochs disjoint on {', '.join(sorted(node.ok))}")
+    if pgw is not None and pgw.judged:
+        parts.append(f"no two replicas' writers overlapped in {pgw.samples} PostgreSQL samples on "
+                     f"{', '.join(sorted(pgw.judged))} (sampled every ~250 ms: a shorter overlap can be missed)")
+    return result("1", "pass", f"{'; '.join(parts)} [evidence: {named}]", metrics=metrics)
 
 
 def check_health(events: list[Event] | HistoryIndex, ctx: CheckContext | None = None) -> CheckResult:

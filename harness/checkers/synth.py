@@ -19,7 +19,7 @@ from typing import Any
 from harness.history import Event
 
 BUGS: dict[str, str] = {
-    "overlap_writers": "1: p1b writes while p1a still writes (evidence epochs overlap)",
+    "overlap_writers": "1: p1b writes while p1a still writes (evidence epochs overlap, PostgreSQL samples show both)",
     "duplicate": "2: a deliberate resubmit is accepted again instead of DUPLICATE_COMMAND",
     "lost_ack": "3: an acknowledged submit never completes",
     "lost_tx": "4: an OK cross-participant transaction is missing from p2's stream",
@@ -57,6 +57,8 @@ class SynthConfig:
     recovery_bound_s: float = 20.0
     expect_failover: bool = True
     wall_start: float | None = None  # epoch seconds of t=0: fills ``wall`` (needed to align container logs)
+    node_evidence: bool = True  # the nodes' write epochs (``evidence`` events), as /admin/evidence gives them
+    pg_samples: bool = True  # PostgreSQL session samples (``pg_sample`` every 250 ms), as the workload takes them
 
 
 @dataclass
@@ -392,10 +394,81 @@ class _Gen:
         if self.cfg.fault_takes:
             p1.append({"replica": "p1b", "epoch": 2, "start": cut + 2 * us, "end": None, "first_write": p1b_first,
                        "last_write": int(self.end * us), "writes": 1000, "unfenced_writes": 0})
+        if not self.cfg.node_evidence:
+            return
         for node, epochs in (("p1", p1), ("p2", [{"replica": "p2a", "epoch": 1, "start": 0, "end": None,
                                                    "first_write": 1000, "last_write": int(self.end * us),
                                                    "writes": 1000, "unfenced_writes": 0}])):
             self.add(self.end + 0.5, "harness", "ok", "evidence", {"node": node, "epochs": epochs})
+
+    def pg_samples(self) -> None:
+        """PostgreSQL's session table every 250 ms, as ``harness/workload/pgsampler.py`` records it.
+
+        Each replica has a lock session (main lock, never an xid) and, while active, two write sessions (writers
+        lock shared) that show an xid in about a third of the samples. At p1a's DB cut its sessions stay on the
+        server (one idle in a write transaction) until the server ends them 2.5 s later; only then does p1b take
+        the writers lock and open its own write sessions: a correct takeover, the old write sessions alive while
+        the new active waits. ``overlap_writers``: p1b's write sessions open and write from 1 s before the cut,
+        while p1a's still write (and once in the same sample)."""
+        if not self.cfg.pg_samples:
+            return
+        rng = random.Random(f"{self.cfg.seed}/pg")
+        us = 1_000_000
+        xid = [700]
+        cut = self.tf if self.cfg.fault_takes else float("inf")
+        gone = cut + FAILOVER_S - 0.5          # the server ends p1a's sessions (keepalive)
+        takeover = cut + FAILOVER_S            # p1b's write sessions open
+        p1b_writes = self.tf - 1.0 if self.bug("overlap_writers") else takeover
+        both_at = self.tf - 0.5
+
+        def key(node: str, purpose: int) -> int:
+            return (1000 + list(PARTS).index(node)) * 128 + purpose
+
+        def session(pid: int, start: float, state: str = "idle", locks: list[list[Any]] | None = None,
+                    xid_: int | None = None, xact: float | None = None) -> dict[str, Any]:
+            s: dict[str, Any] = {"pid": pid, "start": int(start * us), "state": state}
+            if xid_ is not None:
+                s.update(state="idle in transaction" if state == "idle" else state, xid=str(xid_),
+                         xact_start=int((xact if xact is not None else start) * us))
+            if locks:
+                s["locks"] = locks
+            return s
+
+        def writes(node: str, pids: tuple[int, int], start: float, t: float, force: bool = False
+                   ) -> list[dict[str, Any]]:
+            out = []
+            for j, pid in enumerate(pids):
+                w = None
+                if (force and j == 0) or rng.random() < 0.3:
+                    xid[0] += 1
+                    w = xid[0]
+                out.append(session(pid, start, "active" if w else "idle", [[key(node, 1), "ShareLock", True]],
+                                   w, t - 0.002))
+            return out
+
+        n = int(self.end / 0.25)
+        for i in range(n + 1):
+            t = i * 0.25 + 0.01
+            p1: dict[str, list[dict[str, Any]]] = {"p1a": [], "p1b": []}
+            if t < gone:
+                p1["p1a"].append(session(1000, 0.0, locks=[[key("p1", 0), "ExclusiveLock", True]]))
+                if t < cut:
+                    p1["p1a"] += writes("p1", (1001, 1002), 0.5, t, force=abs(t - both_at) < 0.13)
+                else:  # cut: the server still has the sessions, one of them idle in its last write transaction
+                    p1["p1a"] += [session(1001, 0.5, xid_=699, xact=cut - 0.01,
+                                          locks=[[key("p1", 1), "ShareLock", True]]),
+                                  session(1002, 0.5, locks=[[key("p1", 1), "ShareLock", True]])]
+            elif t >= self.th:
+                p1["p1a"].append(session(1100, self.th + 0.2))   # p1a back: a passive lock session
+            main_b = [[key("p1", 0), "ExclusiveLock", True]] if t >= gone else None
+            p1["p1b"].append(session(2000, 0.1, locks=main_b))
+            if t >= p1b_writes:
+                p1["p1b"] += writes("p1", (2001, 2002), p1b_writes, t, force=abs(t - both_at) < 0.13)
+            p2 = {"p2a": [session(3000, 0.0, locks=[[key("p2", 0), "ExclusiveLock", True]]),
+                          *writes("p2", (3001, 3002), 0.5, t)],
+                  "p2b": [session(4000, 0.1)]}
+            self.add(t, "pgsampler", "ok", "pg_sample", {"server": "10.0.0.5", "db_time": int(t * us),
+                                                         "nodes": {"p1": p1, "p2": p2}})
 
 
 @dataclass
@@ -422,6 +495,7 @@ def generate_run(cfg: SynthConfig | None = None, **kw: Any) -> SynthRun:
     g.clients()
     g.streams()
     g.sequencer()
+    g.pg_samples()
     g.ev.sort(key=attrgetter("t"))
     if cfg.wall_start is not None:
         from datetime import UTC, datetime

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 
 from harness.checkers import CheckContext, CheckResult
 from harness.checkers.model import VERDICT_RANK
+from harness.checkers.roles import EVIDENCE_ENV, EVIDENCE_SOURCES, parse_evidence
 from harness.errors import HarnessError, InputError
 from harness.report import EXIT_CODES, check_run, render_run
 from harness.report.rundir import RunDir
@@ -70,8 +72,14 @@ def _check_results_file(rd: RunDir) -> None:
 def _check(args: argparse.Namespace) -> int:
     _seconds_option("--recovery-bound", args.recovery_bound, allow_zero=False)
     _seconds_option("--completion-grace", args.completion_grace, allow_zero=True)
+    try:  # HA_CHAOS_EVIDENCE=pg: judge single writer on the PostgreSQL samples alone (default: as the run did)
+        evidence = parse_evidence(os.environ.get(EVIDENCE_ENV, ""))
+    except ValueError as exc:
+        raise InputError(str(exc), f"set {EVIDENCE_ENV} to a comma list of {', '.join(EVIDENCE_SOURCES)}, e.g. "
+                                   f"{EVIDENCE_ENV}=pg, or unset it") from None
     rd = RunDir.open(args.run_dir)
-    ctx = CheckContext(recovery_bound_s=args.recovery_bound, completion_grace_s=args.completion_grace)
+    ctx = CheckContext(recovery_bound_s=args.recovery_bound, completion_grace_s=args.completion_grace,
+                       evidence=evidence)
     verdict, results = _judge(rd, lambda: check_run(rd, ctx=ctx))
     _summary(rd, verdict, results)
     return EXIT_CODES[verdict]
@@ -86,7 +94,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("check", help="re-check a stored run's history offline; rewrites results, JUnit, report")
+    p = sub.add_parser("check", help="re-check a stored run's history offline; rewrites results, JUnit, report",
+                       epilog=f"{EVIDENCE_ENV}=pg (or node, or node,pg) judges single writer (invariant 1) on that "
+                              "evidence only: pg = PostgreSQL session samples, node = the nodes' /admin/evidence. "
+                              "Default: the evidence the run gathered.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. runs/latest")
     p.add_argument("--recovery-bound", type=float, default=None, metavar="S",
                    help="liveness bound in seconds (default: the plan's, from the history's expect marker)")

@@ -45,6 +45,10 @@ class Endpoints:
             self._ports = ports
             self._last = time.monotonic()
 
+    def host_port(self, service: str, port: int) -> int | None:
+        """The host port (on 127.0.0.1) published for a container port, e.g. pg-lb's PostgreSQL port."""
+        return self._ports.get((service, port))
+
     def url(self, service: str, port: int) -> str | None:
         p = self._ports.get((service, port))
         return f"http://127.0.0.1:{p}" if p else None

@@ -26,7 +26,9 @@ import aiohttp
 from harness.history import HistoryWriter
 from harness.topology import pg
 from harness.topology.endpoints import Endpoints
+from harness.topology.model import PG_LB_PORT
 from harness.workload.client import HealthClient, Indeterminate, LedgerClient, SequencerApiClient, StreamEnded
+from harness.workload.pgsampler import PgSampler
 
 log = logging.getLogger("ha-chaos.workload")
 
@@ -51,6 +53,8 @@ class WorkloadConfig:
     retry_deadline_s: float = 30.0
     request_timeout_s: float = 5.0
     probe_interval_s: float = 0.25
+    #: sample PostgreSQL's sessions of the paired replicas (single-writer evidence from outside the nodes)
+    pg_sampling: bool = True
 
     @classmethod
     def from_plan(cls, w: Any, seed: int, run_nonce: str = "") -> WorkloadConfig:
@@ -189,6 +193,9 @@ class Workload:
             for m in SEQ_MEMBERS:
                 self._tasks.append(asyncio.create_task(self._seq_reader(m)))
             self._tasks.append(asyncio.create_task(self._probe()))
+            sampler = self._pg_sampler()
+            if sampler is not None:
+                self._tasks.append(asyncio.create_task(sampler.run(self._stop_all)))
             self._ready.set()
             await self._stop_all.wait()
             for t in self._tasks:
@@ -411,6 +418,27 @@ class Workload:
             self.h.ok("probe", "pg_primary", await self._pg_primary())
             self.stats.probes += 1
             await asyncio.sleep(max(0.0, t_next - asyncio.get_running_loop().time()))
+
+    def _pg_sampler(self) -> PgSampler | None:
+        """The PostgreSQL sampler over pg-lb's published port (to the primary), if there are pairs to watch."""
+        pairs = {node: list(reps) for node, reps in self.ep.topo.model.pairs.items()}
+        if not self.cfg.pg_sampling or not pairs:
+            return None
+
+        def dsn() -> str | None:
+            port = self.ep.host_port("pg-lb", PG_LB_PORT)
+            return f"postgresql://postgres:{pg.PG_PASSWORD}@127.0.0.1:{port}/postgres" if port else None
+
+        last = [0.0]
+
+        def refresh() -> None:
+            # pg-lb gets a new host port only if it restarts: look again now and then, not after every failed
+            # sample (a refresh is a blocking Docker call on this loop, and a PG failover fails many samples)
+            now = asyncio.get_running_loop().time()
+            if now - last[0] >= 5.0:
+                last[0] = now
+                self.ep.refresh()
+        return PgSampler(dsn, self.h, pairs, interval_s=self.cfg.probe_interval_s, on_error=refresh)
 
     async def _probe_one(self, service: str, participant: bool) -> dict[str, bool | None]:
         url = self.ep.health(service)

@@ -165,3 +165,26 @@ def test_report_data_bounds_its_per_second_series() -> None:
                        Event(t=1e9, process="probe", type="ok", f="health", value={}, wall="")])
     with pytest.raises(HarnessError, match="malformed history"):
         build_data(idx)
+
+
+def test_check_with_evidence_pg_judges_single_writer_on_the_postgres_samples(
+        make_run: Callable[..., RunDir], runs: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``HA_CHAOS_EVIDENCE=pg ha-chaos check``: the run's node evidence is left aside, the samples decide (and the
+    result says so); a misspelt source is one error line before anything is read."""
+    rd = make_run(runs, "overlap", bugs=frozenset({"overlap_writers"}))
+    for sources, expect in (("pg", ["pg"]), ("node", ["node"]), ("", ["node", "pg"])):
+        monkeypatch.setenv("HA_CHAOS_EVIDENCE", sources)
+        assert main(["check", str(rd.path)]) == 1
+        row = next(r for r in json.loads(rd.results_path.read_text())["results"] if r["invariant"] == "1")
+        assert row["verdict"] == "fail" and row["metrics"]["evidence"] == expect
+    monkeypatch.setenv("HA_CHAOS_EVIDENCE", "pg")
+    main(["check", str(rd.path)])
+    row = next(r for r in json.loads(rd.results_path.read_text())["results"] if r["invariant"] == "1")
+    assert row["explanation"].endswith("[evidence: PostgreSQL samples (pg_stat_activity)]")
+    capsys.readouterr()
+    monkeypatch.setenv("HA_CHAOS_EVIDENCE", "pgg")
+    assert main(["check", str(runs / "no-such-run")]) == 4
+    err = capsys.readouterr().err
+    _one_error(err)
+    assert "pgg" in err and "HA_CHAOS_EVIDENCE=pg" in err

@@ -27,7 +27,8 @@ def test_every_node_talks_through_its_own_fault_proxy_links() -> None:
         assert f"@faultproxy:{db.listen_port}/" in env["DB_DSN"], name
         db_name, _, query = env["DB_DSN"].rsplit("/", 1)[1].partition("?")
         assert db_name == model.database(name), name
-        # PostgreSQL sees every session of the replica under its name (the partition fault finds them by it)
+        # PostgreSQL sees every session of the replica under its name (the partition fault and the PostgreSQL
+        # sampler, single-writer evidence from outside the nodes, find them by it)
         assert query == f"application_name={name}", name
         seq_links = model.links_of(name, "sequencer")
         expected = ",".join(f"faultproxy:{lk.listen_port}" for lk in seq_links)
