@@ -53,3 +53,17 @@ def test_ledger_lb_routes_by_readiness() -> None:
     assert "inter 1s rise 1 fall 1" in cfg and "init-addr libc,none" in cfg and "127.0.0.11:53" in cfg
     for rep in ("p1a", "p1b", "p2a", "p2b"):
         assert f"server {rep} {rep}:7500 check port 8080" in cfg
+
+
+def test_ledger_lb_never_replays_a_request_a_replica_may_have_processed() -> None:
+    """Seen live (repeated-kills, correct nodes, invariant 3): the active p1 replica was killed while it handled a
+    submit; it had recorded and sent the request but died before answering, and ledger-lb (``retry-on
+    empty-response``) replayed the POST on the new active. The request was executed (OK) and the replay, a second
+    submission with the same submission id, was answered DUPLICATE_COMMAND: two completions for one acknowledged
+    submission. A load balancer may retry only what never reached a server (``conn-failure``); a request that
+    did must come back to the client as a failure it retries itself (with a new submission id: dedup decides)."""
+    cfg = (COMPOSE.parent / "config" / "ledger-lb" / "haproxy.cfg").read_text()
+    retry_on = [ln.split()[1:] for ln in cfg.splitlines() if ln.strip().startswith("retry-on")]
+    replaying = {"empty-response", "response-timeout", "junk-response", "all-retryable-errors",
+                 "0rtt-rejected"} | {str(c) for c in range(500, 600)}
+    assert all(not (set(conds) & replaying) for conds in retry_on), retry_on
