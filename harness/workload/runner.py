@@ -33,6 +33,9 @@ from harness.workload.pgsampler import PgSampler
 log = logging.getLogger("ha-chaos.workload")
 
 PARTIES = {"p1": ["alice", "bob"], "p2": ["carol", "dave"]}
+#: a load balancer's 502 (bad gateway: the server closed without a response) and 504 (gateway timeout): the
+#: request reached a server that may have processed it, so the outcome is unknown (``info``), never ``fail``
+GATEWAY_INDETERMINATE = (502, 504)
 RETRYABLE = {"NODE_IS_PASSIVE_REPLICA", "SYNC_SERVICE_BECAME_PASSIVE", "UNAVAILABLE", "HTTP_502", "HTTP_503",
              "HTTP_504"}
 SEQ_MEMBERS = ("harness-observer", "p1", "p2")
@@ -270,10 +273,16 @@ class Workload:
                     self.stats.acknowledged += 1
                     self._progress.acknowledged(sub_id, t_invoke, cmd["participant"])
                     return
-                self.h.fail(proc, "submit", {**value, "error": res.error, "http_status": res.http_status,
-                                             "replica": res.replica})
-                if res.error not in RETRYABLE:
-                    return
+                if res.http_status in GATEWAY_INDETERMINATE:
+                    # the load balancer's answer for a server that took the request and gave no response (it
+                    # died or timed out meanwhile): the submission may have been recorded and executed - not a
+                    # definite failure
+                    self.h.info(proc, "submit", {**value, "error": res.error, "http_status": res.http_status})
+                else:
+                    self.h.fail(proc, "submit", {**value, "error": res.error, "http_status": res.http_status,
+                                                 "replica": res.replica})
+                    if res.error not in RETRYABLE:
+                        return
             self.ep.refresh()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
