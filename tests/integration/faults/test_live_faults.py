@@ -121,9 +121,18 @@ def test_db_failover_changes_the_primary(live, mode: str) -> None:
     applied.undo()
     # after the undo the cluster must heal: one leader, every member running. Which node leads is Patroni's
     # business - a paused primary that wakes up may take its leadership back before the standby finished promoting.
-    pg.await_condition("one leader and every member running", lambda: pg.leader(topo) is not None and all(
-        m.get("state") in ("running", "streaming") for m in pg.members(topo).values())
-        and len(pg.members(topo)) == 2, 120)
+    # With synchronous replication the next failover also needs a synchronous standby again (Patroni promotes
+    # no other): wait for it too, so the next mode starts from a healed cluster.
+    members = topo.model.replicas("postgres")
+    sync = pg.synchronous_mode(topo)
+
+    def healed() -> bool:
+        ms = pg.members(topo)
+        return (pg.leader(topo) is not None and len(ms) == len(members)
+                and all(m.get("state") in ("running", "streaming") for m in ms.values())
+                and (not sync or any(m.get("role") == "sync_standby" for m in ms.values())))
+
+    pg.await_condition("one leader, every member running and (synchronous mode) a synchronous standby", healed, 120)
 
 
 def test_former_primary_trap_routes_to_the_standby(live) -> None:
