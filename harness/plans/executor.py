@@ -346,19 +346,17 @@ class Executor:
         machine's docker daemon took 5-10 s per kill), a later step can come due while an earlier one's heal is
         overdue; fired first, it may wait for a role that only that heal brings back (seen live: repeated-kills
         waited 10 s for an active p1 replica while the heal that starts one again could not run)."""
-        now = self.clock.now()
-        for run, step in zip(self.runs, self.plan.steps, strict=True):
-            if run.state == "active" and step.duration is not None and now - (run.verified_t or now) >= step.duration:
-                self._heal(run, step, "duration")
+        self._heal_due(self.clock.now(), conditions=False)
 
-    def _heal_due(self, now: float) -> None:
+    def _heal_due(self, now: float, *, conditions: bool = True) -> None:
+        """Heal what has ended: a duration run out, and (``conditions``) an ``until`` that holds or waited too long."""
         for run, step in zip(self.runs, self.plan.steps, strict=True):
             if run.state != "active":
                 continue
             elapsed = now - (run.verified_t or now)
             if step.duration is not None and elapsed >= step.duration:
                 self._heal(run, step, "duration")
-            elif step.until is not None:
+            elif conditions and step.until is not None:
                 holds = self._holds(step.until_condition(), run.baseline)  # type: ignore[arg-type]
                 if holds or holds is None:
                     self._heal(run, step, "until")
