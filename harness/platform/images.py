@@ -156,31 +156,46 @@ def build_base_image(force: bool = False) -> str:
 
 NODE_DIR = IMAGES_DIR / "node"
 WHEELS_DIR = NODE_DIR / "wheels"
+POSTGRES_DIR = IMAGES_DIR / "postgres"
+_PLATFORM_ARGS = ["--python-version", "3.11", "--implementation", "cp", "--platform", "manylinux2014_x86_64",
+                  "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "--platform", "any"]
 
 
-def prepare_wheels() -> str:
-    """Download the node image's Python wheels on the host, into the build context.
+def prepare_wheels(image_dir: Path = NODE_DIR) -> str:
+    """Download an image's Python wheels on the host, into its build context (``<image_dir>/wheels``).
 
     Why: build containers may not trust the host's TLS setup towards PyPI (seen here: a proxy CA only the host
     knows), while the host's pip works. The image then installs with ``--no-index``. Cached by the hash of
     requirements.txt, so a warm build downloads nothing.
+
+    The node image's requirements name only top-level packages: pip resolves them to binary wheels for the image's
+    Python (3.11, x86_64). The postgres image's requirements pin every package (Patroni and its dependencies), two
+    of which exist only as source archives: they are downloaded without resolution and the pure-Python archives are
+    built into wheels on the host.
     """
     import hashlib
 
-    req = NODE_DIR / "requirements.txt"
+    req = image_dir / "requirements.txt"
+    wheels = image_dir / "wheels"
+    name = image_dir.name
     digest = hashlib.sha256(req.read_bytes()).hexdigest()
-    stamp = WHEELS_DIR / ".requirements.sha256"
+    stamp = wheels / ".requirements.sha256"
     if stamp.exists() and stamp.read_text() == digest:
-        return "node wheels cached"
-    WHEELS_DIR.mkdir(parents=True, exist_ok=True)
-    for old in WHEELS_DIR.glob("*.whl"):
+        return f"{name} wheels cached"
+    wheels.mkdir(parents=True, exist_ok=True)
+    for old in [*wheels.glob("*.whl"), *wheels.glob("*.tar.gz"), *wheels.glob("*.zip")]:
         old.unlink()
-    run(["python3", "-m", "pip", "download", "-q", "--only-binary", ":all:", "--python-version", "3.11",
-         "--implementation", "cp", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
-         "--platform", "manylinux_2_17_x86_64", "--platform", "any",
-         "-d", str(WHEELS_DIR), "-r", str(req)], timeout=600)
+    pip = ["python3", "-m", "pip"]
+    if image_dir == NODE_DIR:
+        run([*pip, "download", "-q", "--only-binary", ":all:", *_PLATFORM_ARGS, "-d", str(wheels), "-r", str(req)],
+            timeout=600)
+    else:
+        run([*pip, "download", "-q", "--no-deps", *_PLATFORM_ARGS, "-d", str(wheels), "-r", str(req)], timeout=600)
+        for sdist in [*wheels.glob("*.tar.gz"), *wheels.glob("*.zip")]:
+            run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), str(sdist)], timeout=600)
+            sdist.unlink()
     stamp.write_text(digest)
-    return "node wheels downloaded"
+    return f"{name} wheels downloaded"
 
 
 def copy_sources(dockerfile: Path) -> list[str]:
@@ -256,7 +271,9 @@ def build_images(*, upstream: bool = False, only: list[str] | None = None) -> li
         if only and spec.name not in only:
             continue
         if spec.context == ".":
-            done.append(prepare_wheels())
+            done.append(prepare_wheels(NODE_DIR))
+        elif spec.name == "postgres":
+            done.append(prepare_wheels(POSTGRES_DIR))
         done.append(build_image(spec, base=base))
     done.append(f"images ready in {time.monotonic() - t0:.1f} s")
     return done

@@ -107,4 +107,4 @@ tags:
   nofailover: false
   noloadbalance: false
 YAML
-exec patroni /tmp/patroni.yml
+exec /opt/patroni/bin/patroni /tmp/patroni.yml
