@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +22,24 @@ from harness.errors import InputError
 from harness.plans import schema
 from harness.plans.schema import KINDS, Plan, cross_reference_problems, plan_to_data
 from harness.topology.model import TopologyModel, reference_model
+from harness.yamlfile import FileProblems, Problem
+from harness.yamlfile import compose as _compose
+from harness.yamlfile import line_of as _line
+from harness.yamlfile import locate as _locate
+from harness.yamlfile import merge as _merge
 
 MAX_BYTES = 1 << 20
-MAX_NODES = 50_000
-MAX_FLOW_DEPTH = 64
 #: the project's plan directories (not the caller's working directory): curated plans, and failing plans kept
 PLANS_DIR = Path(__file__).resolve().parents[2] / "fault_plans"
 FOUND_DIR = PLANS_DIR / "found"
 PLAN_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a plan file, pointing at the line to edit."""
-
-    file: str
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-
-
-class PlanError(InputError):
+class PlanError(FileProblems):
     """A plan file that cannot be used; ``problems`` lists every error found, each with file and line."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("invalid fault plan:\n  " + "\n  ".join(map(str, self.problems)),
-                         "edit the lines above; fault_plans/schema.json describes every field")
+    what = "fault plan"
+    hint = "edit the lines above; fault_plans/schema.json describes every field"
 
 
 def _field_vocabulary() -> list[str]:
@@ -79,124 +65,6 @@ _VOCABULARY: list[str] = []
 def _suggest(word: str, options: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
-
-
-# --- YAML with marks ---------------------------------------------------------------------------------------
-def _line(node: yaml.Node | None) -> int:
-    return node.start_mark.line + 1 if node is not None and node.start_mark is not None else 1
-
-
-def _check_tree(root: yaml.Node, source: str) -> None:
-    """Reject duplicate keys (PyYAML keeps the last silently), recursive structures and alias bombs."""
-    size: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        nid = id(node)
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.MappingNode):
-            children = [n for kv in node.value for n in kv]
-        elif isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        if done:
-            on_path.discard(nid)
-            size[nid] = 1 + sum(size[id(c)] for c in children)
-            if size[nid] > MAX_NODES:
-                raise PlanError([Problem(source, _line(node), "", f"more than {MAX_NODES} values "
-                                         "(after expanding aliases): not a plan")])
-            continue
-        if nid in size:
-            continue
-        if nid in on_path:
-            raise PlanError([Problem(source, _line(node), "", "recursive YAML structure (alias to itself)")])
-        on_path.add(nid)
-        stack.append((node, True))
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key, _ in node.value:
-                k = str(key.value) if isinstance(key, yaml.ScalarNode) else repr(key)
-                if k in seen:
-                    msg = f"duplicate key (first at line {seen[k]})"
-                    raise PlanError([Problem(source, _line(key), k, msg)])
-                seen[k] = _line(key)
-        stack.extend((c, False) for c in children if id(c) not in size)
-
-
-def _flow_depth_line(text: str, limit: int) -> int | None:
-    """Line where ``[``/``{`` nesting first exceeds ``limit`` (PyYAML is slow and recursive on such input)."""
-    depth, line, quote = 0, 1, ""
-    for ch in text:
-        if ch == "\n":
-            line += 1
-        elif quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return line
-        elif ch in "]}":
-            depth = max(0, depth - 1)
-    return None
-
-
-def compose(text: str, source: str) -> tuple[Any, yaml.Node | None]:
-    """Parse YAML text into (plain data, node tree with marks); every failure is a PlanError."""
-    deep = _flow_depth_line(text, MAX_FLOW_DEPTH)
-    if deep is not None:
-        raise PlanError([Problem(source, deep, "", f"YAML nested more than {MAX_FLOW_DEPTH} levels deep")])
-    loader: yaml.SafeLoader | None = None
-    try:
-        loader = yaml.SafeLoader(text)
-        node = loader.get_single_node()
-        if node is None:
-            raise PlanError([Problem(source, 1, "", "empty file: a plan needs version, name, steps, ...")])
-        _check_tree(node, source)
-        data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        msg = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
-        raise PlanError([Problem(source, line, "", f"YAML: {msg}")]) from None
-    except yaml.reader.ReaderError as exc:  # a control character: no mark, but a position
-        line = text[: exc.position].count("\n") + 1
-        raise PlanError([Problem(source, line, "", f"YAML: character #x{exc.character:04x} not allowed")]) from None
-    except yaml.YAMLError as exc:
-        raise PlanError([Problem(source, 1, "", f"YAML: {exc}")]) from None
-    except RecursionError:
-        raise PlanError([Problem(source, 1, "", "YAML nested too deeply")]) from None
-    except (ValueError, TypeError, OverflowError) as exc:  # e.g. an impossible date 2024-13-45
-        raise PlanError([Problem(source, 1, "", f"YAML value cannot be read: {exc}")]) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    return data, node
-
-
-def _locate(root: yaml.Node | None, loc: Sequence[str | int], *, name_missing: bool = True
-            ) -> tuple[yaml.Node | None, str]:
-    """Walk a pydantic error location through the node tree; skip union tags, which are not in the file.
-
-    ``name_missing``: a last element that is not in the file is a missing/unknown key - name it in the path.
-    """
-    node, path = root, ""
-    for i, part in enumerate(loc):
-        nxt: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and str(key.value) == str(part):
-                    nxt = value
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            nxt = node.value[part]
-        if nxt is not None:
-            node = nxt
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        elif name_missing and i == len(loc) - 1 and isinstance(part, str):
-            path += f".{part}" if path else part  # a missing or unknown key: name it, point at its parent
-    return node, path
 
 
 def _key_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
@@ -238,22 +106,11 @@ def _problem(err: Any, root: yaml.Node | None, source: str) -> Problem:
     return Problem(source, _line(node), path, msg)
 
 
-def _merge(problems: list[Problem]) -> list[Problem]:
-    """One line per place: the branches of a union (``str | list``) fail separately but mean one mistake."""
-    merged: dict[tuple[int, str], list[str]] = {}
-    for p in problems:
-        msgs = merged.setdefault((p.line, p.field), [])
-        if p.message not in msgs:
-            msgs.append(p.message)
-    file = problems[0].file if problems else ""
-    return [Problem(file, line, fld, "; or ".join(msgs)) for (line, fld), msgs in merged.items()]
-
-
 # --- public API ------------------------------------------------------------------------------------------
 def parse_plan(text: str, source: str = "<plan>", model: TopologyModel | None = None) -> Plan:
     """Validate plan text; raise PlanError listing every problem with its line."""
     model = model or reference_model()
-    data, root = compose(text, source)
+    data, root = _compose(text, source, PlanError, "a plan needs version, name, steps, ...")
     if not isinstance(data, dict):
         raise PlanError([Problem(source, _line(root), "", "a plan is a mapping (version, name, description, "
                                  f"steps, ...), not a {type(data).__name__}")])
