@@ -138,6 +138,8 @@ class Campaign:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     exitfirst: bool = False
     planned: int = 0   # plans the campaign will run, when known up front (no budget, no generation)
+    #: the deployment's target file (None: targets/reference.yaml)
+    target: str | None = None
 
     def __post_init__(self) -> None:
         self.bugs = check_bugs(self.bugs)
@@ -151,8 +153,10 @@ class Campaign:
     @contextmanager
     def topology(self) -> Iterator[Topology]:
         with terminate_gracefully():
-            topo = Topology("full", bugs=self.bugs, seed=self.seed, synchronous_mode=self.synchronous_mode)
-            console.print(f"topology {topo.run_id}: {topo.replication} PostgreSQL replication")
+            topo = Topology("full", bugs=self.bugs, seed=self.seed, synchronous_mode=self.synchronous_mode,
+                            target=self.target)
+            console.print(f"topology {topo.run_id}: target {topo.target.name}, {topo.replication} PostgreSQL "
+                          f"replication")
             topo.start()
             failed = False
             try:

@@ -10,18 +10,25 @@ from harness import campaign as campaign_mod
 from harness.budget import Budget, format_duration, parse_duration
 from harness.campaign import Campaign, console, default_plan_files, heal_runs, runner_for
 from harness.errors import InputError
-from harness.plans.loader import FOUND_DIR, found_plan_files, load_plan, plan_files, plans_in, save_found
+from harness.plans.loader import FOUND_DIR, PlanError, found_plan_files, load_plan, plan_files, plans_in, save_found
 from harness.plans.schema import Plan
 from harness.plans.shrink import replay, shrink
 from harness.shard import Shard
-from harness.topology.cli import add_replication_flags
+from harness.topology.cli import add_replication_flags, add_target_flag
+from harness.topology.model import TopologyModel, reference_model
+from harness.topology.target import load_target
 
 
-def _load(paths: list[str]) -> list[Plan]:
-    return [load_plan(f) for f in plan_files(paths)]
+def target_model(args: argparse.Namespace) -> TopologyModel:
+    """The topology model plans are validated against: the --target file's, else the reference's."""
+    return load_target(args.target).model("full") if getattr(args, "target", None) else reference_model()
 
 
-def _load_one(arg: str, command: str) -> Plan:
+def _load(paths: list[str], model: TopologyModel | None = None) -> list[Plan]:
+    return [load_plan(f, model) for f in plan_files(paths)]
+
+
+def _load_one(arg: str, command: str, model: TopologyModel | None = None) -> Plan:
     """``replay``/``shrink`` take exactly one plan: a file, or a directory holding exactly one plan file."""
     path = Path(arg)
     if path.is_dir():
@@ -30,8 +37,8 @@ def _load_one(arg: str, command: str) -> Plan:
             held = (f"holds {len(files)}: " + ", ".join(f.name for f in files[:5])) if files else "holds no plan file"
             raise InputError(f"{command} takes one plan; directory {path} {held}",
                              f"pass one plan file, e.g. `ha-chaos {command} {files[0] if files else 'PLAN.yaml'}`")
-        return load_plan(files[0])
-    return _load([arg])[0]
+        return load_plan(files[0], model)
+    return _load([arg], model)[0]
 
 
 def _at_least_one(**options: int) -> None:
@@ -54,15 +61,26 @@ def fixed_plans(args: argparse.Namespace, shard: Shard) -> list[tuple[str, Plan]
     --generate-only), this shard's share of them (round-robin by sorted file name), loaded, with their source."""
     if args.generate_only:
         return []
-    if args.plans:
+    model = target_model(args)
+    if args.plans:  # plans a person named must fit the target: one that names a missing service is an error
         files = shard.select(plan_files(args.plans), name=lambda f: f.name)
-        return [("given", load_plan(f)) for f in files]
+        return [("given", load_plan(f, model)) for f in files]
     found = found_plan_files()
     files = shard.select(default_plan_files(), name=lambda f: f.name)
     kept = [f for f in files if f in found]
     if kept:
         console.print(f"{len(kept)} kept failing plan(s) from {FOUND_DIR} run first")
-    return [("found" if f in found else "curated", load_plan(f)) for f in files]
+    out: list[tuple[str, Plan]] = []
+    for f in files:
+        try:
+            out.append(("found" if f in found else "curated", load_plan(f, model)))
+        except PlanError as exc:
+            if not getattr(args, "target", None):
+                raise
+            # a curated plan written for the reference may name what another target lacks: it does not apply
+            console.print(f"skipped {f.name}: it does not apply to target {args.target} "
+                          f"({exc.problems[0].field or 'plan'}: {exc.problems[0].message})")
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -87,8 +105,10 @@ def _run(args: argparse.Namespace) -> int:
     for line in heal_runs(Path(args.runs_dir)):  # faults a crashed earlier campaign left open in its journal
         console.print(f"heal: {line}")
     campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", seed=seed, keep=args.keep,
-                        synchronous_mode=args.synchronous_mode, shard=shard, exitfirst=args.exitfirst)
-    source = SwarmSource(seed, shard=shard, tally=campaign.coverage, limit=args.generate or None) if generate else None
+                        synchronous_mode=args.synchronous_mode, shard=shard, exitfirst=args.exitfirst,
+                        target=args.target)
+    source = SwarmSource(seed, shard=shard, tally=campaign.coverage, limit=args.generate or None,
+                         model=target_model(args)) if generate else None
     console.print(f"campaign seed {seed} (reproduce with --seed {seed})" + (f"; shard {shard}" if shard.sharded else "")
                   + (f"; {len(fixed)} plan file(s)" if fixed else "")
                   + (f"; generated plans {'until the budget is spent' if not args.generate else f'<= {args.generate}'}"
@@ -102,10 +122,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     _at_least_one(times=args.times)
-    plan = _load_one(args.plan, "replay")
+    plan = _load_one(args.plan, "replay", target_model(args))
     _prepare(args)
     campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep,
-                        synchronous_mode=args.synchronous_mode)
+                        synchronous_mode=args.synchronous_mode, target=args.target)
     with campaign.topology() as topo:
         result = replay(plan, runner_for(campaign, topo), args.times)
     console.print(f"replayed {plan.name} {args.times} time(s)")
@@ -118,10 +138,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _shrink(args: argparse.Namespace) -> int:
     _at_least_one(times=args.times, max_runs=args.max_runs)
-    plan = _load_one(args.plan, "shrink")
+    plan = _load_one(args.plan, "shrink", target_model(args))
     _prepare(args)
     campaign = Campaign(Path(args.runs_dir), bugs=args.bugs or "", keep=args.keep,
-                        synchronous_mode=args.synchronous_mode)
+                        synchronous_mode=args.synchronous_mode, target=args.target)
     with campaign.topology() as topo:
         result = shrink(plan, runner_for(campaign, topo), args.invariant, k=args.times, max_runs=args.max_runs)
     console.print(f"shrunk {plan.name} for invariant {result.invariant} in {result.runs} runs: "
@@ -146,6 +166,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="leave the topology up if a run did not pass")
     p.add_argument("--no-setup", action="store_true", help="skip `ha-chaos setup` (daemon, compose, images)")
     add_replication_flags(p)
+    add_target_flag(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,12 +14,23 @@ from harness.checkers.index import HistoryIndex, build_index
 from harness.checkers.model import CheckContext
 from harness.history import Event
 
-_REPLICA_RE = re.compile(r"^(?P<node>.*\d)(?P<rep>[a-z])$")
+#: only for histories recorded before runs recorded their target (no ``target`` event): the reference naming
+_LEGACY_REPLICA_RE = re.compile(r"^(?P<node>.*\d)(?P<rep>[a-z])$")
 
 
-def node_of(replica: str) -> str | None:
-    """``p1a`` -> ``p1``, ``med1b`` -> ``med1``; sequencers (``seq2``) and others -> None (not in a pair)."""
-    m = _REPLICA_RE.match(replica)
+def node_of(name: str, idx: HistoryIndex) -> str | None:
+    """The active/passive pair a replica belongs to, from the pairs its run recorded (the ``target`` event:
+    ``p1a`` -> ``p1`` in the reference target); a fault-proxy link counts as its client's (``p1a-db`` -> ``p1``);
+    sequencers and other services -> None (not in a pair). No name is guessed from a pattern, except in a history
+    recorded before runs recorded their target."""
+    target = idx.target
+    if target is not None:
+        name = str((target.get("links") or {}).get(name, name))
+        for node, reps in (target.get("pairs") or {}).items():
+            if name in reps:
+                return str(node)
+        return None
+    m = _LEGACY_REPLICA_RE.match(name.split("-", 1)[0])
     return m.group("node") if m else None
 
 

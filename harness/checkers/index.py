@@ -102,6 +102,8 @@ class HistoryIndex:
     pg_samples: list[Event] = field(default_factory=list)
     #: the ``evidence_sources`` marker: the sources a run was made with (None: no marker, every source)
     evidence_sources: list[str] | None = None
+    #: the ``target`` record: the deployment's roles, pairs, parties and links (None: a history from before targets)
+    target: dict[str, Any] | None = None
     phases: list[Event] = field(default_factory=list)
     expect: dict[str, Any] = field(default_factory=dict)
     t_end: float = 0.0
@@ -178,6 +180,8 @@ def build_index(events: list[Event]) -> HistoryIndex:
             idx.pg_samples.append(ev)
         elif f == "evidence_sources":
             idx.evidence_sources = [str(s) for s in ev.value.get("sources") or []]
+        elif f == "target" and isinstance(ev.value, dict):
+            idx.target = ev.value
         elif f == "phase":
             idx.phases.append(ev)
         elif f == "expect":

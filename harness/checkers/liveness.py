@@ -138,10 +138,10 @@ def check_recovery(events: list[Event] | HistoryIndex, ctx: CheckContext | None 
                                 f"(bound {r.recovery_bound_s:g}s)", [heal_w, *firsts], metrics)
 
 
-def _touches(fault: Fault, pair: str) -> bool:
+def _touches(fault: Fault, pair: str, idx: HistoryIndex) -> bool:
     """Whether a fault hit a replica of ``pair`` (a service ``p1a`` or one of its links ``p1a-db``)."""
     resolved = fault.outcome.value.get("resolved") if fault.outcome is not None else None
-    return any(node_of(str(x).split("-", 1)[0]) == pair for x in resolved or [])
+    return any(node_of(str(x), idx) == pair for x in resolved or [])
 
 
 def _failover_within(idx: HistoryIndex, r: Any, faults: list[Fault], fresh: dict[str, _Fresh],
@@ -154,7 +154,7 @@ def _failover_within(idx: HistoryIndex, r: Any, faults: list[Fault], fresh: dict
     within = float(within)
     rows: dict[str, float | None] = {}
     for pair in [pairs] if isinstance(pairs, str) else pairs:
-        hits = [f for f in faults if _touches(f, str(pair)) and f.start is not None]
+        hits = [f for f in faults if _touches(f, str(pair), idx) and f.start is not None]
         if not hits:
             continue  # the fault never hit this pair: G2 says whether the failover happened at all
         first = min(hits, key=lambda f: f.start or 0.0)
@@ -236,7 +236,7 @@ def failovers(idx: HistoryIndex) -> dict[str, list[tuple[str, str, Event]]]:
     for ev in idx.health:
         ready: dict[str, list[str]] = {}
         for rep, st in (ev.value.get("services") or {}).items():
-            node = node_of(rep)
+            node = node_of(rep, idx)
             if node and isinstance(st, dict) and st.get("ready") is True:
                 ready.setdefault(node, []).append(rep)
         for node, reps in ready.items():

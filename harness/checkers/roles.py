@@ -200,13 +200,13 @@ def check_health(events: list[Event] | HistoryIndex, ctx: CheckContext | None = 
         ready_by_node: dict[str, list[str]] = defaultdict(list)
         serving_by_node: dict[str, list[str]] = defaultdict(list)
         for rep, st in services.items():
-            node = node_of(rep)
+            node = node_of(rep, idx)
             if isinstance(st, dict) and node is not None and st.get("ready") is True:
                 ready_by_node[node].append(rep)
             if isinstance(st, dict) and node is not None and st.get("api") is True:
                 serving_by_node[node].append(rep)
         for rep, st in services.items():
-            node = node_of(rep)
+            node = node_of(rep, idx)
             if not isinstance(st, dict) or node is None:
                 continue
             ready, api = st.get("ready"), st.get("api")
@@ -224,7 +224,7 @@ def check_health(events: list[Event] | HistoryIndex, ctx: CheckContext | None = 
                     keep(witnesses, ev, f"{rep}: ready={ready} but api={api} for {need} samples")
             else:
                 mismatch_streak[rep] = 0
-        for node in {n for n in (node_of(x) for x in services) if n}:
+        for node in {n for n in (node_of(x, idx) for x in services) if n}:
             if len(ready_by_node.get(node, [])) > 1:
                 multi_streak[node] += 1
                 if multi_streak[node] == need:
@@ -315,7 +315,7 @@ def check_outage_honesty(events: list[Event] | HistoryIndex,
     if not windows:
         return result("11", "unknown", "no fault cut a database in this run: outage honesty not exercised",
                       metrics={"applicable": False})
-    cut_nodes = {node_of(x) or x for w in windows for x in w[2]}
+    cut_nodes = {node_of(x, idx) or x for w in windows for x in w[2]}
     submitted_to = {str(op.invoke.value.get("participant")) for op in idx.submits}
     if submitted_to and not cut_nodes & submitted_to:
         return result("11", "unknown", f"only {', '.join(sorted(cut_nodes))} lost a database; no Ledger API "
@@ -329,7 +329,7 @@ def check_outage_honesty(events: list[Event] | HistoryIndex,
         part = str(inv.value.get("participant"))
         out = op.outcome
         for start, end, cut, fev in windows:
-            mine = {x for x in cut if (node_of(x) or x) == part}
+            mine = {x for x in cut if (node_of(x, idx) or x) == part}
             if not mine or not start <= inv.t <= end:
                 continue
             tried += 1

@@ -59,6 +59,8 @@ class SynthConfig:
     wall_start: float | None = None  # epoch seconds of t=0: fills ``wall`` (needed to align container logs)
     node_evidence: bool = True  # the nodes' write epochs (``evidence`` events), as /admin/evidence gives them
     pg_samples: bool = True  # PostgreSQL session samples (``pg_sample`` every 250 ms), as the workload takes them
+    #: the run's ``target`` record (pairs, links), as runs write it; False: a history from before targets
+    record_target: bool = True
 
 
 @dataclass
@@ -385,6 +387,13 @@ class _Gen:
         expect: dict[str, Any] = {"failover": ["p1"] if self.cfg.expect_failover else [], "primary_change": False,
                                   "recovery_bound_s": self.cfg.recovery_bound_s}  # the plan executor's shape
         self.add(0.0, "harness", "info", "expect", expect)
+        if self.cfg.record_target:
+            pairs = {"med1": ["med1a", "med1b"], **{p: list(reps) for p, reps in PARTS.items()}}
+            clients = [r for reps in pairs.values() for r in reps]
+            self.add(0.0, "harness", "info", "target", {
+                "name": "reference", "pairs": pairs, "parties": {"p1": ["alice", "bob"], "p2": ["carol", "dave"]},
+                "links": {**{f"{c}-db": c for c in clients},
+                          **{f"{c}-{q}": c for c in clients for q in ("seq1", "seq2", "seq3")}}})
         for t, ph in ((0.0, "warmup"), (self.tf - 1.0, "faults"), (self.th2, "quiet"), (self.end, "end")):
             self.add(t, "harness", "info", "phase", {"phase": ph})
         cut = int(self.tf * us) if self.cfg.fault_takes else int(self.end * us)

@@ -460,7 +460,8 @@ class LiveInjector:
 
     def _apply_set_passive(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
         for svc in res.targets:
-            r = requests.post(self.topo.url(svc, 8080) + "/admin/set_passive", timeout=5)
+            r = requests.post(self.topo.url(svc, self.topo.target.port(self.topo.model.service(svc).role, "health"))
+                              + "/admin/set_passive", timeout=5)
             if not r.ok:
                 raise HarnessError(f"set_passive on {svc} answered HTTP {r.status_code}: {r.text[:200]}")
         verify = lambda: all(self.topo.node_role(s) == "passive" for s in res.targets)  # noqa: E731
@@ -491,8 +492,8 @@ class LiveInjector:
             try:  # Patroni answers only once the switchover is done; the verification below decides
                 # with synchronous_mode Patroni switches over only to the synchronous standby
                 candidate = next(o for o in others if pg.promotable(self.topo, o, sync))
-                r = requests.post(self.topo.url(old, 8008) + "/switchover", timeout=60,
-                                  json={"leader": old, "candidate": candidate})
+                patroni = self.topo.url(old, self.topo.target.port("postgres", "patroni"))
+                r = requests.post(patroni + "/switchover", timeout=60, json={"leader": old, "candidate": candidate})
             except requests.Timeout:
                 log.info("switchover request to %s timed out; verifying the leader change instead", old)
             else:

@@ -120,7 +120,7 @@ def _roles(idx: HistoryIndex, t_end: float) -> dict[str, list[RoleSegment]]:
         ready: dict[str, list[str]] = defaultdict(list)
         nodes: set[str] = set()
         for rep, st in (ev.value.get("services") or {}).items():
-            node = node_of(rep)
+            node = node_of(rep, idx)
             if node is None or not isinstance(st, dict):
                 continue
             nodes.add(node)

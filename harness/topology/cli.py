@@ -25,6 +25,13 @@ def add_replication_flags(p: argparse.ArgumentParser) -> None:
                            "acknowledged commits")
 
 
+def add_target_flag(p: argparse.ArgumentParser) -> None:
+    """``--target FILE``: the deployment a command starts and tests, described as data (dest ``target``)."""
+    p.add_argument("--target", metavar="FILE", default=None,
+                   help="target file describing the deployment (default: targets/reference.yaml, the reference "
+                        "topology); `ha-chaos target schema` prints its format")
+
+
 def _latest_detached() -> str:
     detached = [e for e in registry.entries() if e.detached]
     if not detached:
@@ -34,7 +41,7 @@ def _latest_detached() -> str:
 
 def _up(args: argparse.Namespace) -> int:
     topo = Topology(args.profile, port_base=args.port_base, bugs=args.bugs or "",
-                    synchronous_mode=args.synchronous_mode, detached=True)
+                    synchronous_mode=args.synchronous_mode, detached=True, target=args.target)
     with terminate_gracefully():
         try:
             topo.start(timeout=args.timeout)
@@ -84,7 +91,40 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_check(args: argparse.Namespace) -> int:
+    from harness.topology.target import load_target
+
+    t = load_target(args.file)
+    model = t.model("full")
+    print(f"target {t.name}: valid ({args.file})")
+    roles: dict[str, list[str]] = {}
+    for svc in model.services:
+        roles.setdefault(svc.role, []).append(svc.name)
+    for role, names in roles.items():
+        print(f"  {role}: {', '.join(names)}")
+    print("  pairs: " + ("; ".join(f"{n} = {', '.join(r)}" for n, r in model.pairs.items()) or "-"))
+    print("  parties: " + ("; ".join(f"{n}: {', '.join(p)}" for n, p in t.parties.items()) or "-"))
+    print(f"  fault-proxy links: {len(model.links)}; replication {t.replication}; evidence {', '.join(t.evidence)}; "
+          f"profiles {', '.join(t.compose)}")
+    return 0
+
+
+def _target_schema(args: argparse.Namespace) -> int:
+    from harness.topology.target import target_schema
+
+    print(json.dumps(target_schema(), indent=1))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("target", help="target files: the deployment under test described as data")
+    tsub = p.add_subparsers(dest="target_command", required=True)
+    t = tsub.add_parser("check", help="validate a target file and print the topology it describes")
+    t.add_argument("file", help="a target file, e.g. targets/reference.yaml")
+    t.set_defaults(func=_target_check)
+    t = tsub.add_parser("schema", help="print the JSON Schema of target files (targets/schema.json)")
+    t.set_defaults(func=_target_schema)
+
     p = sub.add_parser("up", help="start a topology and leave it running (until `ha-chaos down`)")
     p.add_argument("--profile", choices=["postgres", "faultproxy", "full"], default="full",
                    help="postgres: 3 etcd + 3 Patroni nodes + pg-lb; full: the whole reference topology")
@@ -93,6 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "fault proxy = base+74 (0 = all ephemeral)")
     p.add_argument("--bugs", help="comma list of reference-node bug switches (HA_CHAOS_SUT_BUGS)")
     add_replication_flags(p)
+    add_target_flag(p)
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for health")
     p.set_defaults(func=_up)
 

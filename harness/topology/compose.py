@@ -29,16 +29,14 @@ from harness.errors import HarnessError
 from harness.platform import images, ports
 from harness.platform.setup import compose_v2_version, docker_client
 from harness.topology import registry, signals
-from harness.topology.model import TopologyModel, model_for_profile
+from harness.topology.model import TopologyModel
+from harness.topology.target import REFERENCE_TARGET, Target, compose_paths, load_target, reference_target
 
 log = logging.getLogger("ha-chaos.topology")
 
 COMPOSE_DIR = images.REPO_ROOT / "compose"
-PROFILE_FILES: dict[str, list[str]] = {
-    "postgres": ["postgres-ha.yml"],
-    "faultproxy": ["postgres-ha.yml", "faultproxy.yml"],
-    "full": ["postgres-ha.yml", "faultproxy.yml", "reference.yml"],
-}
+#: the reference target's compose files per profile (targets/reference.yaml; another target names its own)
+PROFILE_FILES: dict[str, list[str]] = dict(reference_target().compose)
 #: the fixed host ports (compose variables, see harness.platform.ports) each profile publishes
 PROFILE_PORTS: dict[str, tuple[str, ...]] = {
     "postgres": ("HA_CHAOS_PORT_PG",),
@@ -132,21 +130,26 @@ class Topology:
 
     def __init__(self, profile: str = "full", *, run_id: str | None = None, port_base: int = 0,
                  bugs: str = "", seed: int = 0, synchronous_mode: bool | None = None,
-                 extra_env: dict[str, str] | None = None, detached: bool = False) -> None:
-        if profile not in PROFILE_FILES:
-            raise HarnessError(f"unknown profile {profile!r}", f"use one of {', '.join(PROFILE_FILES)}")
+                 extra_env: dict[str, str] | None = None, detached: bool = False,
+                 target: str | Path | None = None) -> None:
+        #: the deployment this topology runs, described as data (targets/reference.yaml unless told otherwise)
+        self.target_path = Path(target).resolve() if target else REFERENCE_TARGET
+        self.target: Target = load_target(self.target_path) if target else reference_target()
+        if profile not in self.target.compose:
+            raise HarnessError(f"unknown profile {profile!r}", f"use one of {', '.join(self.target.compose)}")
         self.profile = profile
+        self.compose_dir, self.compose_files = compose_paths(self.target, self.target_path, profile)
         if synchronous_mode is None:
             # Synchronous replication, as production runs PostgreSQL HA: no acknowledged commit is lost on a
             # failover. Asynchronous replication (Patroni's own default) is the known-unsafe option: a commit
             # acknowledged by a primary that is then killed or isolated can be missing on the promoted replica
             # (fault_plans/replication-stalled-primary-killed.yaml shows it on purpose).
-            synchronous_mode = True
+            synchronous_mode = self.target.replication == "synchronous"
         self.synchronous_mode = synchronous_mode
         self.run_id = run_id or registry.new_run_id()
         ports.validate_base(port_base)
         self.port_base = port_base
-        self.model: TopologyModel = model_for_profile("postgres" if profile != "full" else "full")
+        self.model: TopologyModel = self.target.model(profile)
         self.detached = detached
         self.env = {
             "HA_CHAOS_RUN_ID": self.run_id,
@@ -154,11 +157,12 @@ class Topology:
             "HA_CHAOS_SEED": str(seed),
             "HA_CHAOS_PG_SYNCHRONOUS_MODE": "true" if synchronous_mode else "false",
             "HA_CHAOS_IMAGE_PREFIX": images.PREFIX,
+            "HA_CHAOS_TARGET": str(self.target_path),
             **ports.port_env(port_base),
             **(extra_env or {}),
         }
         self.env_file = registry.ENV_DIR / f"{self.run_id}.env"
-        self._compose = _ProjectCompose(context=str(COMPOSE_DIR), compose_file_name=PROFILE_FILES[profile],
+        self._compose = _ProjectCompose(context=str(self.compose_dir), compose_file_name=self.compose_files,
                                         wait=False, env_file=str(self.env_file))
         self._compose.project = self.run_id
         self._compose.run_env = self.env
@@ -177,26 +181,30 @@ class Topology:
         if entry is None:
             known = [e.run_id for e in registry.entries()]
             raise HarnessError(f"no run {run_id!r} is known here", f"known runs: {', '.join(known) or 'none'}")
-        topo = cls(entry.profile, run_id=run_id)
-        topo.env_file = Path(entry.env_file)
-        topo._compose.env_file = [entry.env_file]
+        saved: dict[str, str] = {}
         try:  # the settings the run was started with, not this process's defaults
-            for line in topo.env_file.read_text().splitlines():
+            for line in Path(entry.env_file).read_text().splitlines():
                 key, sep, value = line.partition("=")
                 if sep:
-                    topo.env[key] = value
+                    saved[key] = value
         except OSError:
             pass
+        target = saved.get("HA_CHAOS_TARGET")
+        topo = cls(entry.profile, run_id=run_id,
+                   target=target if target and Path(target).resolve() != REFERENCE_TARGET else None)
+        topo.env_file = Path(entry.env_file)
+        topo._compose.env_file = [entry.env_file]
+        topo.env.update(saved)
         topo.started = True
         return topo
 
     def required_images(self) -> list[str]:
         """The image tags this profile's compose files run, as compose itself resolves them (``config --images``,
         with the environment ``compose up`` will see); the profile's project images when compose cannot tell."""
-        files = [arg for f in PROFILE_FILES[self.profile] for arg in ("-f", f)]
+        files = [arg for f in self.compose_files for arg in ("-f", f)]
         try:
             proc = subprocess.run(["docker", "compose", *files, "config", "--images"], capture_output=True,
-                                  text=True, timeout=30, cwd=COMPOSE_DIR, env={**os.environ, **self.env})
+                                  text=True, timeout=30, cwd=self.compose_dir, env={**os.environ, **self.env})
             if proc.returncode == 0 and proc.stdout.split():
                 return sorted(set(proc.stdout.split()))
         except (OSError, subprocess.TimeoutExpired):
@@ -205,13 +213,14 @@ class Topology:
 
     def project_images(self) -> list[str]:
         """The project images this profile runs (``harness.platform.images`` tags)."""
-        return [spec.tag for spec in images.IMAGES if spec.name in PROFILE_IMAGES[self.profile]]
+        wanted = PROFILE_IMAGES.get(self.profile, PROFILE_IMAGES["full"])
+        return [spec.tag for spec in images.IMAGES if spec.name in wanted]
 
     def _preflight(self) -> None:
         docker_client()
         if not compose_v2_version():
             raise HarnessError("the compose v2 plugin is missing", "run `ha-chaos setup`")
-        missing_files = [f for f in PROFILE_FILES[self.profile] if not (COMPOSE_DIR / f).exists()]
+        missing_files = [f for f in self.compose_files if not (self.compose_dir / f).exists()]
         if missing_files:
             raise HarnessError(f"compose file missing: {', '.join(missing_files)}")
         missing = [tag for tag in self.required_images() if not images.image_exists(tag)]
@@ -223,9 +232,9 @@ class Topology:
                 + ("; run `ha-chaos images build` for the others" if len(foreign) < len(missing) else ""))
             raise HarnessError(f"image missing: {', '.join(missing)}", fix)
         try:
-            ports.check_ports(self.port_base, PROFILE_PORTS[self.profile])
+            ports.check_ports(self.port_base, PROFILE_PORTS.get(self.profile, ()))
         except HarnessError as exc:
-            busy = {p for p, _ in ports.busy_ports(self.port_base, PROFILE_PORTS[self.profile])}
+            busy = {p for p, _ in ports.busy_ports(self.port_base, PROFILE_PORTS.get(self.profile, ()))}
             holders = sorted({run for p, run in registry.port_owners().items() if p in busy and run})
             if holders:  # the usual case: an earlier `ha-chaos up` still runs on the same port base
                 exc.fix = (f"the ha-chaos run {', '.join(holders)} holds it: `ha-chaos down --run {holders[0]}`, "
@@ -359,7 +368,7 @@ class Topology:
         roles = {}
         for svc in self.model.replicas("postgres"):
             try:
-                r = requests.get(self.url(svc, 8008) + "/patroni", timeout=2)
+                r = requests.get(self.url(svc, self.target.port("postgres", "patroni")) + "/patroni", timeout=2)
                 role = r.json().get("role", "unknown")
                 roles[svc] = "primary" if role in ("master", "primary") else role
             except (requests.RequestException, HarnessError, ValueError):
@@ -372,7 +381,8 @@ class Topology:
 
     def node_role(self, service: str) -> str | None:
         try:
-            r = requests.get(self.url(service, 8080) + "/admin/status", timeout=2)
+            r = requests.get(self.url(service, self.target.port(self.model.service(service).role, "health"))
+                             + "/admin/status", timeout=2)
             return str(r.json().get("role"))
         except (requests.RequestException, HarnessError, ValueError):
             return None

@@ -1,4 +1,5 @@
-"""Where to reach each service from the host, kept current while containers restart.
+"""Where to reach each service from the host, kept current while containers restart (container ports from the
+target: targets/reference.yaml for the reference topology).
 
 Why a refreshing table: every port is published on an *ephemeral* host port, and a killed-then-started container
 gets a new one. The workload must keep working across such faults, so the table is re-read from Docker (one
@@ -16,9 +17,6 @@ from harness.platform.setup import docker_client
 
 if TYPE_CHECKING:
     from harness.topology.compose import Topology
-
-#: logical participant -> ledger-lb container port of its frontend
-LEDGER_LB_PORTS = {"p1": 7501, "p2": 7502}
 
 
 class Endpoints:
@@ -56,18 +54,18 @@ class Endpoints:
     def ledger(self, participant: str, via: str = "lb") -> str | None:
         """The Ledger API of a logical participant through the balancer, or of one replica (``via`` = replica)."""
         if via == "lb":
-            return self.url("ledger-lb", LEDGER_LB_PORTS[participant])
+            return self.url("ledger-lb", self.topo.target.port("ledger-lb", participant))
         return self.ledger_of_replica(via)
 
     def ledger_of_replica(self, replica: str) -> str | None:
         """A participant replica's own Ledger API (listening only while it is active)."""
-        return self.url(replica, 7500)
+        return self.url(replica, self.topo.target.port("participant", "ledger"))
 
     def health(self, service: str) -> str | None:
-        return self.url(service, 8080)
+        return self.url(service, self.topo.target.port(self.topo.model.service(service).role, "health"))
 
     def patroni(self, service: str) -> str | None:
-        return self.url(service, 8008)
+        return self.url(service, self.topo.target.port("postgres", "patroni"))
 
     def sequencer(self, service: str) -> str | None:
-        return self.url(service, 7000)
+        return self.url(service, self.topo.target.port("sequencer", "api"))

@@ -1,4 +1,5 @@
-"""The reference HA topology as data: services, logical nodes, replicas, pairs and fault-proxy links.
+"""A topology as data: services, logical nodes, replicas, pairs and fault-proxy links (read from a target file:
+harness/topology/target.py; the reference topology is targets/reference.yaml).
 
 Why a model separate from the compose files: fault plans name role-relative targets ("the active replica of
 p1", "the links of p1a to the sequencers"); resolving them and generating plans with Hypothesis must work on a
@@ -99,56 +100,26 @@ class TopologyModel:
         return [s.name for s in self.services]
 
 
-SEQUENCERS = ("seq1", "seq2", "seq3")
-MEDIATORS = ("med1a", "med1b")
-PARTICIPANTS = {"p1": ("p1a", "p1b"), "p2": ("p2a", "p2b")}
-PG_NODES = ("pg1", "pg2", "pg3")
-ETCD_NODES = ("etcd1", "etcd2", "etcd3")
+#: PostgreSQL's port on its balancer (the target's ``pg-lb`` ``postgres`` endpoint; kept as a name for the pg sampler)
 PG_LB_PORT = 5432
-SEQUENCER_API_PORT = 7000
-LINK_PORT_BASE = 20000
-
-
-def _postgres_services() -> list[Service]:
-    return [*(Service(n, "etcd", "etcd") for n in ETCD_NODES), *(Service(n, "postgres", "postgres") for n in PG_NODES),
-            Service("pg-lb", "pg-lb")]
 
 
 def postgres_model() -> TopologyModel:
-    """The ``postgres`` profile: three etcd members, three Patroni nodes, HAProxy routing to the primary."""
-    return TopologyModel(tuple(_postgres_services()))
+    """The ``postgres`` profile of the reference target: three etcd members, three Patroni nodes, HAProxy."""
+    return model_for_profile("postgres")
 
 
 def reference_model() -> TopologyModel:
-    """The ``full`` profile: PostgreSQL HA, fault proxy, 3 sequencers, a mediator pair, 2 participant pairs, LB.
-
-    Every node's DB connection and every node-to-sequencer connection goes through one named fault-proxy link.
-    Link names: ``<client>-db`` and ``<client>-<sequencer>``; listen ports are allocated in this order from
-    ``LINK_PORT_BASE`` inside the fault proxy container.
-    """
-    services = [*_postgres_services(), Service("faultproxy", "faultproxy")]
-    services += [Service(s, "sequencer", "sequencer") for s in SEQUENCERS]
-    services += [Service(m, "mediator", "med1") for m in MEDIATORS]
-    for node, reps in PARTICIPANTS.items():
-        services += [Service(r, "participant", node) for r in reps]
-    services.append(Service("ledger-lb", "ledger-lb"))
-
-    links: list[Link] = []
-    port = LINK_PORT_BASE
-    db_clients = [*SEQUENCERS, *MEDIATORS, *(r for reps in PARTICIPANTS.values() for r in reps)]
-    for c in db_clients:
-        links.append(Link(f"{c}-db", c, "pg-lb", PG_LB_PORT, port, "db"))
-        port += 1
-    for c in [*MEDIATORS, *(r for reps in PARTICIPANTS.values() for r in reps)]:
-        for s in SEQUENCERS:
-            links.append(Link(f"{c}-{s}", c, s, SEQUENCER_API_PORT, port, "sequencer"))
-            port += 1
-    return TopologyModel(tuple(services), tuple(links))
+    """The ``full`` profile of the reference target (targets/reference.yaml): PostgreSQL HA, fault proxy, three
+    sequencers, a mediator pair, two participant pairs, the Ledger API balancer, and every fault-proxy link
+    (``<client>-db``, ``<client>-<sequencer>``; listen ports allocated in order from the target's port base)."""
+    return model_for_profile("full")
 
 
 def model_for_profile(profile: str) -> TopologyModel:
-    if profile == "postgres":
-        return postgres_model()
-    if profile == "full":
-        return reference_model()
-    raise ValueError(f"unknown profile {profile!r} (expected 'postgres' or 'full')")
+    """A profile's model from the reference target (any profile but ``full`` models the database tier)."""
+    from harness.topology.target import reference_target  # the target module builds on this one
+
+    if profile not in ("postgres", "full"):
+        raise ValueError(f"unknown profile {profile!r} (expected 'postgres' or 'full')")
+    return reference_target().model(profile)

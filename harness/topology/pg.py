@@ -34,7 +34,8 @@ def await_condition(what: str, cond: Callable[[], Any], timeout: float, interval
 
 
 def patroni(topo: Topology, service: str, path: str, method: str = "GET", **kw: Any) -> requests.Response:
-    return requests.request(method, topo.url(service, 8008) + path, timeout=3, **kw)
+    return requests.request(method, topo.url(service, topo.target.port("postgres", "patroni")) + path, timeout=3,
+                            **kw)
 
 
 def cluster(topo: Topology) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from harness.workload.pgsampler import PgSampler
 
 log = logging.getLogger("ha-chaos.workload")
 
-PARTIES = {"p1": ["alice", "bob"], "p2": ["carol", "dave"]}
 #: a load balancer's 502 (bad gateway: the server closed without a response) and 504 (gateway timeout): the
 #: request reached a server that may have processed it, so the outcome is unknown (``info``), never ``fail``
 GATEWAY_INDETERMINATE = (502, 504)
@@ -135,7 +134,9 @@ class Workload:
         self.h = history
         self.cfg = config
         self.stats = Stats()
-        self.completed_ok: dict[str, list[dict[str, Any]]] = {p: [] for p in PARTIES}
+        #: logical participant -> the parties it hosts, from the target (targets/reference.yaml for the reference)
+        self.parties: dict[str, list[str]] = endpoints.topo.target.parties
+        self.completed_ok: dict[str, list[dict[str, Any]]] = {p: [] for p in self.parties}
         self._commands: dict[tuple[str, str], dict[str, Any]] = {}
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -185,12 +186,12 @@ class Workload:
     async def _main(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2)
         async with aiohttp.ClientSession(timeout=timeout) as self._session:
-            starts = {p: await self._ledger_end(p) for p in PARTIES}
+            starts = {p: await self._ledger_end(p) for p in self.parties}
             self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.cfg.clients)]
-            for p in PARTIES:
+            for p in self.parties:
                 self._tasks.append(asyncio.create_task(self._reader(p, "completions", starts[p][1])))
                 self._tasks.append(asyncio.create_task(self._reader(p, "transactions", starts[p][0])))
-            for p in PARTIES:
+            for p in self.parties:
                 self._ok_event[p] = asyncio.Event()
                 self._tasks.append(asyncio.create_task(self._read_after_ack(p)))
             for m in SEQ_MEMBERS:
@@ -228,12 +229,12 @@ class Workload:
                 cmd = {**rng.choice(pool), "resubmit": True}
             else:
                 n += 1
-                act_as = [rng.choice(PARTIES[p])]
+                act_as = [rng.choice(self.parties[p])]
                 informees = {p}
                 if rng.random() < self.cfg.cross_participant_ratio:
-                    other = rng.choice([q for q in PARTIES if q != p])
+                    other = rng.choice([q for q in self.parties if q != p])
                     informees.add(other)
-                    parties = [*act_as, rng.choice(PARTIES[other])]
+                    parties = [*act_as, rng.choice(self.parties[other])]
                 else:
                     parties = list(act_as)
                 cmd = {"participant": p, "command_id": f"c{self.cfg.run_nonce}{self.cfg.seed}-{idx}-{n}",

@@ -38,12 +38,13 @@ ALLOWED = {
     "history": {"errors"},
     "checkers": {"history"},
     "report": {"checkers", "history", "errors"},
-    "topology": {"platform", "history", "errors", ""},
+    "topology": {"platform", "history", "errors", "", "yamlfile"},
+    "yamlfile": {"errors"},
     "workload": {"topology", "history", "platform", "errors", ""},
     # faults -> plans: the live injector implements the plan executor's protocol (harness.plans.injector) over the
     # plan schema's step types; a known back-edge (issue 13), left until the step model moves below the plans.
-    "faults": {"topology", "history", "platform", "errors", "", "plans"},
-    "plans": {"faults", "workload", "topology", "history", "platform", "errors", ""},
+    "faults": {"topology", "history", "platform", "errors", "", "plans", "yamlfile"},
+    "plans": {"faults", "workload", "topology", "history", "platform", "errors", "", "yamlfile"},
 }
 CONTAINER_PACKAGES = {"sut": "node", "faultproxy": "faultproxy"}
 

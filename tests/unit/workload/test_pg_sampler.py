@@ -13,6 +13,7 @@ import pytest
 
 from harness.history import HistoryWriter
 from harness.topology.model import model_for_profile, reference_model
+from harness.topology.target import reference_target
 from harness.workload import Workload, WorkloadConfig
 from harness.workload.pgsampler import PgSampler
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.unit
 
 class FakeEndpoints:
     def __init__(self, model: Any, port: int | None) -> None:
-        self.topo = SimpleNamespace(model=model)
+        self.topo = SimpleNamespace(model=model, target=reference_target())
         self.port = port
         self.refreshed = 0
 
