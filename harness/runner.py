@@ -38,7 +38,6 @@ from harness.workload.client import HealthClient, Indeterminate
 
 log = logging.getLogger("ha-chaos.runner")
 EXIT = {"pass": 0, "fail": 1, "unknown": 2, "error": 3}
-EVIDENCE_NODES = ("p1", "p2", "med1")
 
 
 def evidence_sources(env: dict[str, str] | None = None) -> list[str]:
@@ -180,7 +179,7 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
         workload.stop(drain_s=3.0)
     try:
         if "node" in sources:
-            _collect_evidence(ep, history, tuple(n for n in EVIDENCE_NODES if topo.model.replicas(n)))
+            _collect_evidence(ep, history, tuple(topo.model.pairs))
     finally:
         history.close()
     _collect_logs(topo, rd, t_start - 1)

@@ -22,13 +22,15 @@ from harness.topology.model import reference_model
 
 
 def bench(steps: int, spacing: float) -> dict[str, dict[str, float]]:
-    kinds = [("kill", "p1b"), ("pause", "seq2"), ("link_down", "p2b-db")]
+    model = reference_model()
+    participant = model.replicas("participant")[-1]
+    kinds = [("kill", participant), ("pause", model.replicas("sequencer")[-1]),
+             ("link_down", model.links_of(participant, "db")[0].name)]
     data = {"version": 1, "name": "bench", "description": "executor timing", "warmup_s": 0, "quiet_period": 0.1,
             "recovery_bound_s": 0.1,
             "steps": [{"kind": kinds[i % 3][0], "at": round(i * spacing, 3), "target": kinds[i % 3][1],
                        "duration": spacing / 2} for i in range(steps)]}
     plan = validate_plan(data)
-    model = reference_model()
     view = FakeView.initial(model)
     with tempfile.TemporaryDirectory() as d:
         with HistoryWriter(Path(d) / "history.jsonl") as hist:

@@ -19,18 +19,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness.bench.loadgen import PARTY, run_load
+from harness.bench.loadgen import run_load
 from harness.errors import HarnessError
+from harness.topology.target import Target, reference_target
 from harness.workload.client import HealthClient, Indeterminate, LedgerClient, StreamEnded
 
 
 class Handles:
-    """Where the services of a running topology are reachable from the host, and how to kill one."""
+    """Where the services of a running topology are reachable from the host, and how to kill one (ports, pairs
+    and parties from its target)."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, target: Target | None = None) -> None:
         import docker
         self.run_id = run_id
         self.docker = docker.from_env()
+        self.target = target or reference_target()
+        self.pairs = {n: tuple(r) for n, r in self.target.model("full").pairs.items() if n in self.target.parties}
 
     def container(self, service: str) -> Any:
         found = self.docker.containers.list(all=True, filters={"label": [f"com.docker.compose.project={self.run_id}",
@@ -53,7 +57,7 @@ async def active_replica(h: Handles, replicas: tuple[str, ...], timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for r in replicas:
-            async with HealthClient(h.url(r, 8080), timeout=2) as hc:
+            async with HealthClient(h.url(r, h.target.port("participant", "health")), timeout=2) as hc:
                 if await hc.ready():
                     return r
         await asyncio.sleep(0.25)
@@ -62,7 +66,9 @@ async def active_replica(h: Handles, replicas: tuple[str, ...], timeout: float =
 
 async def failover(h: Handles, lb: str, *, timeout: float = 60) -> dict[str, Any]:
     """SIGKILL p1's active replica while commands flow; seconds until a fresh command completes OK via the LB."""
-    victim = await active_replica(h, ("p1a", "p1b"))
+    first = next(iter(h.pairs))
+    party = h.target.parties[first][0]
+    victim = await active_replica(h, h.pairs[first])
     stop = asyncio.Event()
     accepted: dict[str, int] = {}
 
@@ -72,7 +78,7 @@ async def failover(h: Handles, lb: str, *, timeout: float = 60) -> dict[str, Any
             while not stop.is_set():
                 k += 1
                 with contextlib.suppress(Indeterminate):
-                    await cl.submit(user="bench", act_as=[PARTY["p1"]], command_id=f"bg-{k}-{uuid.uuid4().hex[:4]}")
+                    await cl.submit(user="bench", act_as=[party], command_id=f"bg-{k}-{uuid.uuid4().hex[:4]}")
                 await asyncio.sleep(0.02)
 
     bg = asyncio.create_task(background())
@@ -85,7 +91,7 @@ async def failover(h: Handles, lb: str, *, timeout: float = 60) -> dict[str, Any
         while recovered is None and time.monotonic() - t_kill < timeout:
             cid = f"probe-{uuid.uuid4().hex[:8]}"
             try:
-                r = await cl.submit(user="bench", act_as=[PARTY["p1"]], command_id=cid)
+                r = await cl.submit(user="bench", act_as=[party], command_id=cid)
                 if r.ok:
                     async for c in cl.completions(end, idle_timeout=5):
                         end = c["completion_offset"]
@@ -176,8 +182,8 @@ OPEN_LOOP_CAP = 1000
 
 async def bench(h: Handles, n: int, concurrency: list[int], do_failover: bool,
                 rates: list[float] | None = None) -> dict[str, Any]:
-    urls = {"p1": h.url("ledger-lb", 7501), "p2": h.url("ledger-lb", 7502)}
-    for reps in (("p1a", "p1b"), ("p2a", "p2b")):
+    urls = {p: h.url("ledger-lb", h.target.port("ledger-lb", p)) for p in h.pairs}
+    for reps in h.pairs.values():
         await active_replica(h, reps)
     meter = CpuMeter(h)
     runs: list[dict[str, Any]] = []
@@ -194,7 +200,7 @@ async def bench(h: Handles, n: int, concurrency: list[int], do_failover: bool,
     best = max(runs, key=lambda r: r["throughput_cmd_s"] or 0)
     out: dict[str, Any] = {"steady": best, "runs": runs, "target": target(runs)}
     if do_failover:
-        out["failover"] = await failover(h, urls["p1"])
+        out["failover"] = await failover(h, next(iter(urls.values())))
     return out
 
 

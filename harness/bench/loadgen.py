@@ -16,10 +16,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.topology.target import reference_target
 from harness.workload.client import Indeterminate, LedgerClient, StreamEnded
 
-PARTY = {"p1": "alice", "p2": "carol"}
-OTHER = {"p1": "dave", "p2": "bob"}   # a party hosted on the other participant (cross-participant)
+
+def party_plan(parties: dict[str, list[str]]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """From a target's parties: per participant, the party its commands act as, the party of the next participant
+    that a cross-participant command also informs, and that next participant (none with a single participant)."""
+    parts = list(parties)
+    nxt = {p: parts[(i + 1) % len(parts)] for i, p in enumerate(parts) if len(parts) > 1}
+    return ({p: parties[p][0] for p in parts}, {p: parties[q][-1] for p, q in nxt.items()}, nxt)
+
+
+PARTY, OTHER, _NEXT = party_plan(reference_target().parties)
 
 
 @dataclass
@@ -89,13 +98,13 @@ class StreamFollower:
 
 
 async def submit_until_acked(cl: LedgerClient, p: str, command_id: str, informees: list[str],
-                             deadline: float) -> tuple[str, int]:
+                             deadline: float, act_as: str | None = None) -> tuple[str, int]:
     """Submit with retries (new submission id each time); returns (submission id, retries)."""
     retries = 0
     while True:
         sid = uuid.uuid4().hex
         try:
-            r = await cl.submit(user="bench", act_as=[PARTY[p]], command_id=command_id, submission_id=sid,
+            r = await cl.submit(user="bench", act_as=[act_as or PARTY[p]], command_id=command_id, submission_id=sid,
                                 informees=informees, payload={"cmd": command_id})
             if r.ok:
                 return sid, retries
@@ -110,7 +119,8 @@ async def submit_until_acked(cl: LedgerClient, p: str, command_id: str, informee
 
 
 async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32, cross_every: int = 3,
-                   resubmit_percent: float = 5.0, timeout: float = 300.0, rate: float | None = None) -> LoadResult:
+                   resubmit_percent: float = 5.0, timeout: float = 300.0, rate: float | None = None,
+                   parties: dict[str, list[str]] | None = None) -> LoadResult:
     """``n`` commands alternating p1/p2, every ``cross_every``-th cross-participant, plus resubmits of accepted
     command ids; waits for every completion and checks the outcomes (``LoadResult.problems``).
 
@@ -133,7 +143,10 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
     starts: list[float] = []
     retries = 0
     problems: list[str] = []
-    plan = [("p1" if k % 2 == 0 else "p2", f"c{k}-{uuid.uuid4().hex[:6]}", k % cross_every == 0) for k in range(n)]
+    party, other_party, nxt = party_plan({p: (parties or reference_target().parties)[p] for p in urls})
+    parts = list(urls)
+    plan = [(parts[k % len(parts)], f"c{k}-{uuid.uuid4().hex[:6]}", bool(nxt) and k % cross_every == 0)
+            for k in range(n)]
 
     def has(status: str) -> Any:
         return lambda items: any(c["status"] == status for c in items)
@@ -149,7 +162,8 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
         async with sem:
             if not rate:
                 started[(p, cid)] = time.monotonic()
-            _, r = await submit_until_acked(clients[p], p, cid, [OTHER[p]] if cross else [], deadline)
+            _, r = await submit_until_acked(clients[p], p, cid, [other_party[p]] if cross else [], deadline,
+                                             party[p])
             retries += r
             await wait_ok(p, cid)
             latencies.append((time.monotonic() - started[(p, cid)]) * 1000)
@@ -162,7 +176,8 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
         n_resub = int(n * resubmit_percent / 100)
         resub = plan[:: max(1, n // n_resub)][:n_resub] if n_resub else []
         for p, cid, cross in resub:
-            _, r = await submit_until_acked(clients[p], p, cid, [OTHER[p]] if cross else [], deadline)
+            _, r = await submit_until_acked(clients[p], p, cid, [other_party[p]] if cross else [], deadline,
+                                             party[p])
             retries += r
         for p, cid, _ in resub:
             try:
@@ -173,7 +188,7 @@ async def run_load(urls: dict[str, str], n: int = 1000, *, concurrency: int = 32
         problems += check(plan, {p: f.items for p, f in comps.items()}, {p: f.items for p, f in txs.items()},
                           {(p, c) for p, c, _ in resub},
                           comp_start={p: f.start for p, f in comps.items()},
-                          tx_start={p: f.start for p, f in txs.items()})
+                          tx_start={p: f.start for p, f in txs.items()}, informed=nxt)
     finally:
         for t in followers:
             t.cancel()
@@ -212,9 +227,12 @@ async def _settle(*followers: dict[str, StreamFollower], quiet: float = 1.0) -> 
 
 def check(plan: list[tuple[str, str, bool]], comps: dict[str, list[dict[str, Any]]],
           txs: dict[str, list[dict[str, Any]]], resubmitted: set[tuple[str, str]], *,
-          comp_start: dict[str, int] | None = None, tx_start: dict[str, int] | None = None) -> list[str]:
+          comp_start: dict[str, int] | None = None, tx_start: dict[str, int] | None = None,
+          informed: dict[str, str] | None = None) -> list[str]:
     """Exactly one OK per command, duplicates carry the original offset, streams dense (after the offsets they
-    were followed from) and in agreement."""
+    were followed from) and in agreement (``informed``: participant -> the one its cross-participant commands
+    also inform; default: the reference target's)."""
+    nxt = informed if informed is not None else _NEXT
     problems: list[str] = []
     comp_start, tx_start = comp_start or {}, tx_start or {}
     comp_ix: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -241,7 +259,7 @@ def check(plan: list[tuple[str, str, bool]], comps: dict[str, list[dict[str, Any
         if len(tx) != 1 or tx[0]["offset"] != oks[0]["offset"]:
             problems.append(f"{p}/{cid}: {len(tx)} transactions for the OK completion")
         if cross:
-            other = "p2" if p == "p1" else "p1"
+            other = nxt[p]
             if oks[0]["tx_id"] not in tx_ids.get(other, set()):
                 problems.append(f"{p}/{cid}: shared transaction missing on {other}")
     for p, items in txs.items():

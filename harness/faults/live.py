@@ -38,7 +38,7 @@ from harness.plans.injector import Effects, Resolution, default_effects
 from harness.plans.schema import StepBase
 from harness.topology import pg
 from harness.topology.compose import Topology
-from harness.topology.model import TopologyModel
+from harness.topology.live import LiveState
 
 log = logging.getLogger("ha-chaos.faults")
 VERIFY_TIMEOUT = 45.0
@@ -77,58 +77,8 @@ def _wait(cond: Callable[[], bool], timeout: float = VERIFY_TIMEOUT, interval: f
         time.sleep(interval)
 
 
-class LiveView:
-    """Who is active / primary / healthy right now, from health endpoints, Patroni and Docker.
-
-    Addresses come from one ``Endpoints`` table (one Docker call per refresh) rather than a container lookup per
-    question: the executor asks every 250 ms while a condition is pending, and resolving ``active(p1)`` must take
-    milliseconds, not the seconds a busy Docker daemon needs per inspect.
-    """
-
-    def __init__(self, topo: Topology) -> None:
-        from harness.topology.endpoints import Endpoints
-
-        self.topo = topo
-        self.ep = Endpoints(topo)
-
-    @property
-    def model(self) -> TopologyModel:
-        return self.topo.model
-
-    def _get(self, url: str | None, path: str) -> dict[str, Any] | None:
-        if url is None:
-            return None
-        try:
-            return requests.get(url + path, timeout=2).json()
-        except (requests.RequestException, ValueError):
-            return None
-
-    def role_of(self, service: str) -> str | None:
-        data = self._get(self.ep.health(service), "/admin/status")
-        if data is None:
-            self.ep.refresh()  # a restarted container has a new host port
-            data = self._get(self.ep.health(service), "/admin/status")
-        return None if data is None else str(data.get("role"))
-
-    def active(self, pair: str) -> str | None:
-        actives = [r for r in self.topo.model.pairs.get(pair, []) if self.role_of(r) == "active"]
-        return actives[0] if len(actives) == 1 else None
-
-    def pg_primary(self) -> str | None:
-        for svc in self.topo.model.replicas("postgres"):
-            data = self._get(self.ep.patroni(svc), "/cluster")
-            if data is not None:
-                return pg.leader_of(data.get("members", []))
-        self.ep.refresh()
-        return None
-
-    def healthy(self, service: str) -> bool:
-        try:
-            c = self.topo.container(service)
-        except HarnessError:
-            return False
-        st = c.attrs.get("State", {})
-        return st.get("Status") == "running" and (st.get("Health") or {}).get("Status") != "unhealthy"
+class LiveView(LiveState):
+    """The executor's view of the live topology: the one live-state reader (harness/topology/live.py)."""
 
 
 class LiveInjector:

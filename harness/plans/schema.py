@@ -327,12 +327,15 @@ class Workload(Strict):
     cross_participant_ratio: Fraction = 0.3
     resubmit_ratio: Fraction = 0.05
     duration_s: PosSeconds | None = Field(None, description="default: the whole run")
-    participants: Annotated[list[str], Field(min_length=1)] = ["p1", "p2"]
+    participants: Annotated[list[str] | None, Field(min_length=1, description="logical participants the clients "
+                                                    "submit to; default: every participant of the target")] = None
     via: Literal["lb", "direct"] = "lb"
 
     @field_validator("participants")
     @classmethod
-    def _known_participants(cls, v: list[str], info: ValidationInfo) -> list[str]:
+    def _known_participants(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if v is None:
+            return v
         model = model_from(info)
         known = sorted(p for p, reps in model.pairs.items() if model.service(reps[0]).role == "participant")
         if not model.links:  # the postgres-only profile has no participants: nothing to check against

@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from docker.errors import NotFound
 from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
@@ -31,6 +30,9 @@ from harness.platform.setup import compose_v2_version, docker_client
 from harness.topology import registry, signals
 from harness.topology.model import TopologyModel
 from harness.topology.target import REFERENCE_TARGET, Target, compose_paths, load_target, reference_target
+
+if TYPE_CHECKING:
+    from harness.topology.live import LiveState
 
 log = logging.getLogger("ha-chaos.topology")
 
@@ -363,39 +365,32 @@ class Topology:
             return ["<no container>"]
         return [ln[:300] for ln in raw.strip().splitlines()] or ["<no output>"]
 
+    def live(self) -> LiveState:
+        """The one reader of this topology's live state (harness/topology/live.py)."""
+        from harness.topology.live import LiveState
+
+        return LiveState(self)
+
     def pg_roles(self) -> dict[str, str]:
-        """Patroni's view: service -> role (primary/replica/...), from each node's REST API."""
-        roles = {}
-        for svc in self.model.replicas("postgres"):
-            try:
-                r = requests.get(self.url(svc, self.target.port("postgres", "patroni")) + "/patroni", timeout=2)
-                role = r.json().get("role", "unknown")
-                roles[svc] = "primary" if role in ("master", "primary") else role
-            except (requests.RequestException, HarnessError, ValueError):
-                roles[svc] = "unreachable"
-        return roles
+        """Patroni's view: service -> role (primary, sync_standby, replica, ...), by the one leader rule."""
+        return self.live().pg_roles()
 
     def primary(self) -> str | None:
-        prim = [s for s, r in self.pg_roles().items() if r == "primary"]
-        return prim[0] if len(prim) == 1 else None
+        return self.live().pg_primary()
 
     def node_role(self, service: str) -> str | None:
-        try:
-            r = requests.get(self.url(service, self.target.port(self.model.service(service).role, "health"))
-                             + "/admin/status", timeout=2)
-            return str(r.json().get("role"))
-        except (requests.RequestException, HarnessError, ValueError):
-            return None
+        return self.live().role_of(service)
 
     def status(self) -> list[ServiceStatus]:
         states = self._container_states()
-        roles = self.pg_roles() if any(s in states for s in self.model.replicas("postgres")) else {}
+        live = self.live()
+        roles = live.pg_roles() if any(s in states for s in self.model.replicas("postgres")) else {}
         out = []
         for svc in self.service_names():
             st = states.get(svc, {"state": "absent", "health": "-"})
             role = roles.get(svc)
             if role is None and svc in states and self.model_role(svc) in ("participant", "mediator", "sequencer"):
-                role = self.node_role(svc)
+                role = live.role_of(svc)
             out.append(ServiceStatus(svc, st["state"], st["health"], role, st.get("ports", {})))
         return out
 

@@ -113,7 +113,7 @@ class _Base:
 
 
 class LedgerClient(_Base):
-    """The participant Ledger API (port 7500 on the active replica, or a ledger-lb frontend)."""
+    """The participant Ledger API (the target's `ledger` endpoint of the active replica, or a ledger-lb frontend)."""
 
     async def submit(self, *, user: str, act_as: list[str], command_id: str, submission_id: str | None = None,
                      informees: list[str] | tuple[str, ...] = (), payload: Any = None,
@@ -148,7 +148,7 @@ class LedgerClient(_Base):
 
 
 class HealthClient(_Base):
-    """The health/admin server of any node (port 8080)."""
+    """The health/admin server of any node (the target's `health` endpoint)."""
 
     async def _probe(self, path: str) -> bool | None:
         try:
@@ -179,7 +179,7 @@ class HealthClient(_Base):
 
 
 class SequencerApiClient(_Base):
-    """The sequencer API (port 7000): the harness subscribes as any member, e.g. ``harness-observer``
+    """The sequencer API (the target's sequencer `api` endpoint): the harness subscribes as any member, e.g. ``harness-observer``
     (receives every broadcast, i.e. all verdicts) or as ``p1`` to read p1's stream."""
 
     async def send(self, sender: str, recipients: list[str], payload: Any, message_id: str,

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -37,7 +37,8 @@ log = logging.getLogger("ha-chaos.workload")
 GATEWAY_INDETERMINATE = (502, 504)
 RETRYABLE = {"NODE_IS_PASSIVE_REPLICA", "SYNC_SERVICE_BECAME_PASSIVE", "UNAVAILABLE", "HTTP_502", "HTTP_503",
              "HTTP_504"}
-SEQ_MEMBERS = ("harness-observer", "p1", "p2")
+#: the sequencer member the harness reads as (besides every participant's own member, from the target)
+OBSERVER_MEMBER = "harness-observer"
 
 
 @dataclass
@@ -46,7 +47,8 @@ class WorkloadConfig:
     clients: int = 4
     cross_participant_ratio: float = 0.3
     resubmit_ratio: float = 0.05
-    participants: list[str] = field(default_factory=lambda: ["p1", "p2"])
+    #: logical participants the clients submit to (None: every participant of the target)
+    participants: list[str] | None = None
     via: str = "lb"
     seed: int = 0
     #: namespaces command ids: runs share a topology and deduplication lasts for days, so a replayed plan must not
@@ -61,8 +63,8 @@ class WorkloadConfig:
     @classmethod
     def from_plan(cls, w: Any, seed: int, run_nonce: str = "") -> WorkloadConfig:
         return cls(rate=w.rate, clients=w.clients, cross_participant_ratio=w.cross_participant_ratio,
-                   resubmit_ratio=w.resubmit_ratio, participants=list(w.participants), via=w.via, seed=seed,
-                   run_nonce=run_nonce)
+                   resubmit_ratio=w.resubmit_ratio, participants=list(w.participants) if w.participants else None,
+                   via=w.via, seed=seed, run_nonce=run_nonce)
 
 
 @dataclass
@@ -137,6 +139,8 @@ class Workload:
         #: logical participant -> the parties it hosts, from the target (targets/reference.yaml for the reference)
         self.parties: dict[str, list[str]] = endpoints.topo.target.parties
         self.completed_ok: dict[str, list[dict[str, Any]]] = {p: [] for p in self.parties}
+        if config.participants is None:
+            config.participants = list(self.parties)
         self._commands: dict[tuple[str, str], dict[str, Any]] = {}
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -194,7 +198,7 @@ class Workload:
             for p in self.parties:
                 self._ok_event[p] = asyncio.Event()
                 self._tasks.append(asyncio.create_task(self._read_after_ack(p)))
-            for m in SEQ_MEMBERS:
+            for m in (OBSERVER_MEMBER, *self.parties):
                 self._tasks.append(asyncio.create_task(self._seq_reader(m)))
             self._tasks.append(asyncio.create_task(self._probe()))
             sampler = self._pg_sampler()
