@@ -179,8 +179,8 @@ class HealthClient(_Base):
 
 
 class SequencerApiClient(_Base):
-    """The sequencer API (the target's sequencer `api` endpoint): the harness subscribes as any member, e.g. ``harness-observer``
-    (receives every broadcast, i.e. all verdicts) or as ``p1`` to read p1's stream."""
+    """The sequencer API (the target's sequencer `api` endpoint): the harness subscribes as any member, e.g.
+    ``harness-observer`` (receives every broadcast, i.e. all verdicts) or as a participant to read its stream."""
 
     async def send(self, sender: str, recipients: list[str], payload: Any, message_id: str,
                    max_sequencing_time: int | None = None) -> tuple[int, dict[str, Any]]:
