@@ -368,6 +368,8 @@ class Expect(Strict):
         for p in v:
             if p not in pairs:
                 raise ValueError(f"unknown pair {p!r} (pairs: {', '.join(sorted(pairs))})")
+            if len(pairs[p]) < 2:
+                raise ValueError(f"pair {p!r} has one replica ({pairs[p][0]}) in this topology: it cannot fail over")
         return v
 
     @model_validator(mode="after")
@@ -410,6 +412,9 @@ def cross_reference_problems(plan: Plan, model: TopologyModel) -> list[tuple[tup
             if cond.name == "failover" and cond.arg not in model.pairs:
                 problems.append((("steps", i, field), f"unknown pair {cond.arg!r} "
                                  f"(pairs: {', '.join(sorted(model.pairs))})"))
+            elif cond.name == "failover" and len(model.pairs[str(cond.arg)]) < 2:
+                problems.append((("steps", i, field), f"pair {cond.arg!r} has one replica in this topology: "
+                                 "it cannot fail over"))
             if cond.name.startswith("step_"):
                 n = int(cond.arg)  # type: ignore[arg-type]
                 ok = n < i if field == "after" else (n != i and n < len(plan.steps))

@@ -1,7 +1,9 @@
 """The fault-proxy link table as Toxiproxy ``/populate`` JSON, generated from the topology model.
 
 ``python -m harness.topology.links > compose/config/faultproxy/proxies.json`` regenerates the file the compose
-``faultproxy-init`` service posts; a unit test fails when the checked-in file and the model disagree.
+``faultproxy-init`` service posts; ``python -m harness.topology.links TARGET`` prints another target's (e.g.
+``targets/small.yaml`` -> ``compose/config/faultproxy/small.json``). A unit test fails when a checked-in file and
+its target disagree.
 """
 
 from __future__ import annotations
@@ -22,4 +24,9 @@ def render(model: TopologyModel | None = None) -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    if len(sys.argv) > 1:
+        from harness.topology.target import load_target
+
+        sys.stdout.write(render(load_target(sys.argv[1]).model("full")))
+    else:
+        sys.stdout.write(render())

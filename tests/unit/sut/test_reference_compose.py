@@ -1,4 +1,5 @@
-"""compose/reference.yml agrees with harness/topology/model.py (links, ports) and the project conventions."""
+"""Each target's node compose file (reference.yml, small.yml) agrees with its target's links and ports, and with
+the project conventions."""
 
 from __future__ import annotations
 
@@ -7,21 +8,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.topology.model import reference_model
+from harness.topology import links as links_module
+from harness.topology.target import TARGETS_DIR, load_target
 
 pytestmark = pytest.mark.unit
 
-COMPOSE = Path(__file__).resolve().parents[3] / "compose" / "reference.yml"
+ROOT = Path(__file__).resolve().parents[3]
+COMPOSE = ROOT / "compose" / "reference.yml"
+#: target -> (its node compose file, its fault-proxy links file)
+TARGET_FILES = {"reference": ("reference.yml", "proxies.json"), "small": ("small.yml", "small.json")}
 
 
-def services() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())["services"]
+def services(compose: Path = COMPOSE) -> dict:
+    return yaml.safe_load(compose.read_text())["services"]
 
 
-def test_every_node_talks_through_its_own_fault_proxy_links() -> None:
-    model = reference_model()
-    svcs = services()
-    for name in [*model.replicas("sequencer"), *model.replicas("med1"), *model.replicas("p1"), *model.replicas("p2")]:
+@pytest.mark.parametrize("target", sorted(TARGET_FILES))
+def test_every_node_talks_through_its_own_fault_proxy_links(target: str) -> None:
+    compose_file, links_file = TARGET_FILES[target]
+    model = load_target(TARGETS_DIR / f"{target}.yaml").model("full")
+    svcs = services(ROOT / "compose" / compose_file)
+    assert links_module.render(model) == (ROOT / "compose/config/faultproxy" / links_file).read_text()
+    for name in [*model.replicas("sequencer"), *(r for reps in model.pairs.values() for r in reps)]:
         env = svcs[name]["environment"]
         db = model.link(f"{name}-db")
         assert f"@faultproxy:{db.listen_port}/" in env["DB_DSN"], name
@@ -36,8 +44,12 @@ def test_every_node_talks_through_its_own_fault_proxy_links() -> None:
         assert env["NODE_REPLICA"] == name and env["DB_STARTUP"] == "wait"
 
 
-def test_conventions() -> None:
-    for name, svc in services().items():
+@pytest.mark.parametrize("compose_file", sorted(f for f, _ in TARGET_FILES.values()))
+def test_conventions(compose_file: str) -> None:
+    for name, svc in services(ROOT / "compose" / compose_file).items():
+        if name == "faultproxy-init":  # small.yml only re-points faultproxy.yml's one-shot at its links file
+            assert set(svc) == {"volumes"}
+            continue
         assert svc["pull_policy"] == "never" and svc["init"] is True and svc["stop_grace_period"] == "2s", name
         assert svc["labels"] == {"ha-chaos.run": "${HA_CHAOS_RUN_ID}"}, name
         assert svc["cap_add"] == ["NET_ADMIN"], name
