@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from harness.plans.schema import Plan
     from harness.runner import RunOutcome
     from harness.topology.compose import Topology
+    from harness.topology.model import TopologyModel
 
 _failed_key = pytest.StashKey[bool]()
 _reports_key = pytest.StashKey[list[str]]()
@@ -111,6 +112,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "chaos tests by node id, generated plans by number (pass the same --chaos-seed to all)")
     group.addoption("--chaos-profile", default="full", choices=["postgres", "faultproxy", "full"],
                     help="profile of the session `topology` fixture (default: full)")
+    group.addoption("--chaos-target", default=None, metavar="FILE",
+                    help="target file of the deployment the fixtures start and the chaos tests run against "
+                         "(default: targets/reference.yaml); curated plans that do not apply to it are skipped")
     group.addoption("--chaos-no-setup", action="store_true", default=False,
                     help="do not run `ha-chaos setup` before Docker tests")
     group.addoption("--chaos-replication", dest="chaos_replication", choices=REPLICATION_MODES, default="sync",
@@ -212,7 +216,25 @@ def replication_label(synchronous: bool) -> str:
 def topology_kwargs(config: pytest.Config, **kw: Any) -> dict[str, Any]:
     """Keyword arguments of a ``Topology`` a fixture starts: the session's replication mode, unless the test
     asks for one itself (``topology_factory("postgres", synchronous_mode=True)``)."""
-    return {"synchronous_mode": replication(config) == "sync", **kw}
+    target = chaos_target(config)
+    return {"synchronous_mode": replication(config) == "sync", **({"target": target} if target else {}), **kw}
+
+
+def chaos_target(config: pytest.Config) -> str | None:
+    """``--chaos-target``: the deployment's target file (None: the reference)."""
+    try:
+        return config.getoption("--chaos-target") or None
+    except (ValueError, KeyError):  # a config without the option (a fake in unit tests)
+        return None
+
+
+def target_model(target: str | None) -> TopologyModel | None:
+    """The full model of a target file (None: the reference, the loader's default)."""
+    if not target:
+        return None
+    from harness.topology.target import load_target
+
+    return load_target(target).model("full")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -515,7 +537,9 @@ def _checked_bugs(bugs: str) -> str:
         pytest.fail(exc.render(), pytrace=False)
 
 
-def resolve_plan(plan: Plan | str | Path) -> Plan:
+def resolve_plan(plan: Plan | str | Path, model: TopologyModel | None = None) -> Plan:
+    """A plan object, or a plan file (a bare name: a curated plan) validated against ``model`` (the topology's;
+    default the reference)."""
     from harness.campaign import CURATED_DIR
     from harness.plans.loader import load_plan
     from harness.plans.schema import Plan
@@ -525,7 +549,7 @@ def resolve_plan(plan: Plan | str | Path) -> Plan:
     path = Path(plan)
     if not path.exists() and not path.suffix:
         path = CURATED_DIR / f"{plan}.yaml"
-    return load_plan(path)
+    return load_plan(path, model)
 
 
 @pytest.fixture
@@ -536,9 +560,16 @@ def chaos_run(request: pytest.FixtureRequest, record_property: Callable[[str, ob
 
     def run(plan: Plan | str | Path, topology: Topology | None = None, bugs: str = "") -> RunOutcome:
         from harness import campaign
+        from harness.plans.loader import PlanError
 
         bugs = _checked_bugs(bugs) if bugs else ""
-        p = resolve_plan(plan)
+        target = chaos_target(request.config)
+        try:
+            p = resolve_plan(plan, topology.model if topology is not None else target_model(target))
+        except PlanError as exc:
+            if not target:
+                raise
+            pytest.skip(f"{plan} does not apply to --chaos-target {target}: {exc.problems[0]}")
         budget, cost = session_budget(request.config), session_cost(request.config)
         if budget is not None and not budget.fits(cost.estimate(p)):
             pytest.skip(f"--chaos-budget: {p.name} (~{cost.estimate(p):.0f} s) does not fit ({budget.line()})")
