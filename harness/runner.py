@@ -23,6 +23,8 @@ import aiohttp
 
 from harness.checkers import CheckContext, CheckResult
 from harness.checkers.roles import EVIDENCE_ENV, EVIDENCE_SOURCES, parse_evidence
+from harness.client.api import check_protocols, health_client
+from harness.client.json_api import Indeterminate
 from harness.errors import HarnessError
 from harness.faults.live import LiveInjector, LiveView
 from harness.history import HistoryWriter
@@ -34,7 +36,6 @@ from harness.topology import pg
 from harness.topology.compose import Topology
 from harness.topology.endpoints import Endpoints
 from harness.workload import Workload, WorkloadConfig
-from harness.workload.client import HealthClient, Indeterminate
 
 log = logging.getLogger("ha-chaos.runner")
 EXIT = {"pass": 0, "fail": 1, "unknown": 2, "error": 3}
@@ -104,7 +105,8 @@ def _collect_evidence(ep: Endpoints, history: HistoryWriter, nodes: tuple[str, .
                     errors.append(f"{replica}: not reachable")
                     continue
                 try:
-                    data = await HealthClient(url, session, timeout=5).evidence()
+                    proto = ep.topo.target.endpoints[ep.topo.model.service(replica).role]["health"].protocol
+                    data = await health_client(proto, url, session, timeout=5).evidence()
                     history.ok("harness", "evidence", {"node": node, "epochs": data.get("epochs", [])})
                     return
                 except Indeterminate as exc:
@@ -148,6 +150,10 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
     t_start = time.time()
     t0 = time.monotonic()
     sources = evidence_sources()
+    unspoken = check_protocols(topo.target.endpoints)
+    if unspoken:
+        raise HarnessError(f"target {topo.target.name!r} names protocols no ha-chaos client speaks: "
+                           f"{', '.join(unspoken)}", "see harness/client/api.py for the protocols spoken")
     rd = RunDir.create(runs_dir, plan.name)
     rd.write_plan(dump_plan(plan))
     history = HistoryWriter(rd.history_path)

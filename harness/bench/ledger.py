@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.loadgen import run_load
+from harness.client.json_api import HealthClient, Indeterminate, LedgerClient, StreamEnded
 from harness.errors import HarnessError
 from harness.topology.target import Target, reference_target
-from harness.workload.client import HealthClient, Indeterminate, LedgerClient, StreamEnded
 
 
 class Handles:

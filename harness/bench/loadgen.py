@@ -16,8 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.client.json_api import Indeterminate, LedgerClient, StreamEnded
 from harness.topology.target import reference_target
-from harness.workload.client import Indeterminate, LedgerClient, StreamEnded
 
 
 def party_plan(parties: dict[str, list[str]]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:

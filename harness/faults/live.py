@@ -32,6 +32,8 @@ import requests
 from docker.errors import APIError, NotFound
 from psycopg import sql
 
+from harness.client.api import admin_client
+from harness.client.json_api import Indeterminate
 from harness.errors import HarnessError
 from harness.faults.proxy_client import FaultProxyClient, FaultProxyError, ProxyNotFound
 from harness.plans.injector import Effects, Resolution, default_effects
@@ -410,10 +412,15 @@ class LiveInjector:
 
     def _apply_set_passive(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
         for svc in res.targets:
-            r = requests.post(self.topo.url(svc, self.topo.target.port(self.topo.model.service(svc).role, "health"))
-                              + "/admin/set_passive", timeout=5)
-            if not r.ok:
-                raise HarnessError(f"set_passive on {svc} answered HTTP {r.status_code}: {r.text[:200]}")
+            role = self.topo.model.service(svc).role
+            url = self.topo.url(svc, self.topo.target.port(role, "health"))
+            proto = self.topo.target.endpoints[role]["health"].protocol  # type: ignore[index]
+            try:
+                status, text = admin_client(proto, url, timeout=5).set_passive()
+            except Indeterminate as exc:
+                raise HarnessError(f"set_passive on {svc} could not be asked: {exc}") from None
+            if not 200 <= status < 300:
+                raise HarnessError(f"set_passive on {svc} answered HTTP {status}: {text[:200]}")
         verify = lambda: all(self.topo.node_role(s) == "passive" for s in res.targets)  # noqa: E731
         return verify, lambda: None, {"services": res.targets}
 

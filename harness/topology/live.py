@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from harness.client.api import admin_client
 from harness.errors import HarnessError
 from harness.topology import pg
 from harness.topology.endpoints import Endpoints
@@ -54,11 +55,18 @@ class LiveState:
     # --- active/passive pairs -------------------------------------------------------------------------
     def role_of(self, service: str) -> str | None:
         """A node replica's own view of its role (``active``/``passive``/...), None when it does not answer."""
-        data = self._get(self.ep.health(service), "/admin/status")
-        if data is None:
+        def ask() -> str | None:
+            url = self.ep.health(service)
+            if url is None:
+                return None
+            proto = self.topo.target.endpoints[self.model.service(service).role]["health"].protocol  # type: ignore
+            return admin_client(proto, url).role()
+
+        role = ask()
+        if role is None:
             self.ep.refresh()  # a restarted container has a new host port
-            data = self._get(self.ep.health(service), "/admin/status")
-        return None if not isinstance(data, dict) else str(data.get("role"))
+            role = ask()
+        return role
 
     def active(self, pair: str) -> str | None:
         actives = [r for r in self.model.pairs.get(pair, []) if self.role_of(r) == "active"]

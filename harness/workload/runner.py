@@ -23,20 +23,16 @@ from typing import Any
 
 import aiohttp
 
+from harness.client.api import LedgerApi, health_client, ledger_client
+from harness.client.json_api import Indeterminate, SequencerApiClient, StreamEnded
 from harness.history import HistoryWriter
 from harness.topology import pg
 from harness.topology.endpoints import Endpoints
 from harness.topology.model import PG_LB_PORT
-from harness.workload.client import HealthClient, Indeterminate, LedgerClient, SequencerApiClient, StreamEnded
 from harness.workload.pgsampler import PgSampler
 
 log = logging.getLogger("ha-chaos.workload")
 
-#: a load balancer's 502 (bad gateway: the server closed without a response) and 504 (gateway timeout): the
-#: request reached a server that may have processed it, so the outcome is unknown (``info``), never ``fail``
-GATEWAY_INDETERMINATE = (502, 504)
-RETRYABLE = {"NODE_IS_PASSIVE_REPLICA", "SYNC_SERVICE_BECAME_PASSIVE", "UNAVAILABLE", "HTTP_502", "HTTP_503",
-             "HTTP_504"}
 #: the sequencer member the harness reads as (besides every participant's own member, from the target)
 OBSERVER_MEMBER = "harness-observer"
 
@@ -265,7 +261,7 @@ class Workload:
             value.update(submission_id=sub_id, attempt=attempt, via=self.cfg.via)
             t_invoke = self.h.invoke(proc, "submit", value).t
             self.stats.submitted += 1
-            client = LedgerClient(url, self._session, timeout=self.cfg.request_timeout_s)
+            client = self._ledger(url)
             try:
                 res = await client.submit(user=cmd["user"], act_as=cmd["act_as"], command_id=cmd["command_id"],
                                           submission_id=sub_id, informees=cmd["informee_parties"],
@@ -273,24 +269,38 @@ class Workload:
             except Indeterminate as exc:
                 self.h.info(proc, "submit", {**value, "error": exc.kind})
             else:
-                if res.ok:
+                # the client classifies the answer (harness/client: one table per protocol)
+                status = getattr(res, "http_status", None)
+                if res.outcome == "ok":
                     self.h.ok(proc, "submit", {**value, "replica": res.replica})
                     self.stats.acknowledged += 1
                     self._progress.acknowledged(sub_id, t_invoke, cmd["participant"])
                     return
-                if res.http_status in GATEWAY_INDETERMINATE:
-                    # the load balancer's answer for a server that took the request and gave no response (it
+                if res.outcome == "indeterminate":
+                    # e.g. the load balancer's answer for a server that took the request and gave no response (it
                     # died or timed out meanwhile): the submission may have been recorded and executed - not a
                     # definite failure
-                    self.h.info(proc, "submit", {**value, "error": res.error, "http_status": res.http_status})
+                    self.h.info(proc, "submit", {**value, "error": res.error, "http_status": status})
                 else:
-                    self.h.fail(proc, "submit", {**value, "error": res.error, "http_status": res.http_status,
+                    self.h.fail(proc, "submit", {**value, "error": res.error, "http_status": status,
                                                  "replica": res.replica})
-                    if res.error not in RETRYABLE:
+                    if res.outcome != "retryable":
                         return
             self.ep.refresh()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    # --- the client interface (harness/client/api.py), by the protocol the target names -----------------------
+    def _protocol(self, service: str, endpoint: str) -> str:
+        target = self.ep.topo.target
+        return target.endpoints[self.ep.topo.model.service(service).role][endpoint].protocol  # type: ignore[index]
+
+    def _ledger(self, url: str, timeout: float | None = None) -> LedgerApi:
+        """A Ledger API client (every participant endpoint and balancer frontend of a target speaks one
+        protocol: the participants' ``ledger`` endpoint's)."""
+        proto = self.ep.topo.target.endpoints["participant"]["ledger"].protocol  # type: ignore[index]
+        return ledger_client(proto, url, self._session,
+                             timeout=self.cfg.request_timeout_s if timeout is None else timeout)
 
     # --- stream readers ------------------------------------------------------------------------------------
     async def _ledger_end(self, participant: str, timeout: float = 60.0) -> tuple[int, int]:
@@ -302,9 +312,9 @@ class Workload:
             url = self.ep.ledger(participant)
             if url:
                 try:
-                    status, body = await LedgerClient(url, self._session, timeout=2)._json("GET", "/v1/ledger_end")
-                    if status == 200:
-                        return int(body.get("offset") or 0), int(body.get("completion_offset") or 0)
+                    end = await self._ledger(url, timeout=2).read_ledger_end()
+                    if end.ok:
+                        return int(end.offset or 0), int(end.completion_offset or 0)
                 except Indeterminate:
                     pass
             self.ep.refresh()
@@ -323,7 +333,7 @@ class Workload:
                 await asyncio.sleep(0.2)
                 continue
             self.h.info(proc, "subscribe", {"participant": participant, "from_offset": cursor, "reason": reason})
-            client = LedgerClient(url, self._session, timeout=self.cfg.request_timeout_s)
+            client = self._ledger(url)
             stream = client.completions(cursor) if kind == "completions" else client.transactions(cursor)
             try:
                 async for item in stream:
@@ -382,17 +392,15 @@ class Workload:
             value = {"participant": participant, "after_offset": self._ok_seen.get(participant, 0)}
             self.h.invoke(proc, "ledger_end", value)
             try:
-                status, body = await LedgerClient(url, self._session, timeout=self.cfg.request_timeout_s)._json(
-                    "GET", "/v1/ledger_end")
+                end = await self._ledger(url).read_ledger_end()
             except Indeterminate as exc:
                 self.h.info(proc, "ledger_end", {**value, "error": exc.kind})
                 continue
-            if status == 200:
-                self.h.ok(proc, "ledger_end", {**value, "offset": body.get("offset"),
-                                               "completion_offset": body.get("completion_offset"),
-                                               "replica": body.get("replica")})
+            if end.ok:
+                self.h.ok(proc, "ledger_end", {**value, "offset": end.offset,
+                                               "completion_offset": end.completion_offset, "replica": end.replica})
             else:
-                self.h.fail(proc, "ledger_end", {**value, "http_status": status, "error": body.get("error")})
+                self.h.fail(proc, "ledger_end", {**value, "http_status": end.http_status, "error": end.error})
 
     async def _seq_reader(self, member: str) -> None:
         proc = f"seqreader-{member}"
@@ -458,12 +466,12 @@ class Workload:
         url = self.ep.health(service)
         if url is None:
             return {"ready": None, "live": None, "api": None}
-        hc = HealthClient(url, self._session, timeout=1.0)
+        hc = health_client(self._protocol(service, "health"), url, self._session, timeout=1.0)
         ready, live = await asyncio.gather(hc.ready(), hc.live())
         api: bool | None = None
         if participant:
             api_url = self.ep.ledger_of_replica(service)
-            api = await _api_accepts(api_url, self._session) if api_url else None
+            api = await self._ledger(api_url, timeout=1.0).accepts_submissions() if api_url else None
         return {"ready": ready, "live": live, "api": api}
 
     async def _pg_primary(self) -> dict[str, Any]:
@@ -480,18 +488,3 @@ class Workload:
             except (TimeoutError, aiohttp.ClientError, ValueError):
                 continue
         return {"primary": pg.leader_of(members), "members": {m["name"]: m.get("role", "?") for m in members}}
-
-
-async def _api_accepts(url: str, session: aiohttp.ClientSession | None) -> bool | None:
-    """Whether a replica's Ledger API takes submissions right now: True, False (no listener, or 503
-    NODE_IS_PASSIVE_REPLICA), None (the probe timed out: unknown).
-
-    The probe is a submission with an empty body: a serving API rejects it as INVALID_ARGUMENT (400) before
-    touching any state, a passive replica refuses the connection or answers 503, and a replica that wrongly
-    serves while passive acknowledges it (202) - which is exactly what invariant 9 must see.
-    """
-    try:
-        status, _ = await LedgerClient(url, session, timeout=1.0)._json("POST", "/v1/commands/submit", {})
-    except Indeterminate as exc:
-        return False if exc.kind == "connection" else None
-    return status not in (502, 503, 504)

@@ -3,8 +3,9 @@
 - ``harness/sut`` (node image) and ``harness/faultproxy`` (fault-proxy image) import nothing of the project but
   themselves, and each imports with *only its own directory* of the project on the path, as in its image;
   their third-party imports are exactly what the images install (compose/images/node/requirements.txt).
-- Host layers: plans -> faults / workload -> topology -> history; checkers see only the history; the report sees
-  only results (the checkers' result model) and the history; nothing below the front doors imports a front door.
+- Host layers: plans -> faults / workload -> topology -> client / history; checkers see only the history; the
+  report sees only results (the checkers' result model) and the history; nothing below the front doors imports a
+  front door.
 - What an image copies is only its container package, so host edits leave its content digest (what Docker's COPY
   cache keys on, hence the image id) unchanged.
 
@@ -38,13 +39,15 @@ ALLOWED = {
     "history": {"errors"},
     "checkers": {"history"},
     "report": {"checkers", "history", "errors"},
-    "topology": {"platform", "history", "errors", "", "yamlfile"},
+    "topology": {"platform", "history", "errors", "", "yamlfile", "client"},
     "yamlfile": {"errors"},
-    "workload": {"topology", "history", "platform", "errors", ""},
+    # the one client interface and its implementations: what every layer above uses to reach a node
+    "client": {"errors"},
+    "workload": {"topology", "history", "platform", "errors", "", "client"},
     # faults -> plans: the live injector implements the plan executor's protocol (harness.plans.injector) over the
     # plan schema's step types; a known back-edge (issue 13), left until the step model moves below the plans.
-    "faults": {"topology", "history", "platform", "errors", "", "plans", "yamlfile"},
-    "plans": {"faults", "workload", "topology", "history", "platform", "errors", "", "yamlfile"},
+    "faults": {"topology", "history", "platform", "errors", "", "plans", "yamlfile", "client"},
+    "plans": {"faults", "workload", "topology", "history", "platform", "errors", "", "yamlfile", "client"},
 }
 CONTAINER_PACKAGES = {"sut": "node", "faultproxy": "faultproxy"}
 
@@ -110,7 +113,7 @@ def test_host_layers_import_only_downwards(package: str) -> None:
 
 def test_the_scanner_sees_what_it_must() -> None:
     """The rules above are only as good as the import reader: nested, aliased and ``from harness import`` forms."""
-    assert ("harness.workload.client" in {m for _, m in _imports(HARNESS / "runner.py")})
+    assert ("harness.client.json_api" in {m for _, m in _imports(HARNESS / "runner.py")})
     assert _harness_package("harness.RUN_LABEL") == "" and _harness_package("harness.campaign") == "campaign"
     assert _violations("runner", set())  # a front door imports plenty: the scanner is not blind
 
@@ -222,7 +225,7 @@ def test_host_code_edits_leave_every_image_digest_unchanged(tmp_path: Path) -> N
     COPY layers are cache hits, so ``docker build`` returns the earlier image id."""
     root = _fake_repo(tmp_path)
     before = _digests(root)
-    for host_file in ("report/html.py", "workload/client.py", "checkers/roles.py", "bench/ledger.py", "__init__.py"):
+    for host_file in ("report/html.py", "client/json_api.py", "checkers/roles.py", "bench/ledger.py", "__init__.py"):
         _touch(root / "harness" / host_file)
     os.utime(root / "harness/sut/__main__.py", (1, 1))  # an mtime alone (a checkout) is no change either
     assert _digests(root) == before

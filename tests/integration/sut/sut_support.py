@@ -283,7 +283,7 @@ class Cluster:
     async def submit(self, p: str, timeout: float = 30, **kw: Any) -> Any:
         """Submit to whichever replica of ``p`` is active, retrying like a client behind a load balancer
         (a loaded machine may fail over at any time; tests about other things must not depend on it)."""
-        from harness.workload.client import Indeterminate, LedgerClient
+        from harness.client.json_api import Indeterminate, LedgerClient
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -17,9 +17,9 @@ from test_election import _write_load, actives, pair, teardown
 from test_sequencer import read_n, send_many, start_sequencers, url
 from wire_faults import WireForwarder, upstream_port_of
 
+from harness.client.json_api import HealthClient, LedgerClient, SequencerApiClient, SubmitResult
 from harness.sut.common.db import FatalDbError, retry
 from harness.sut.participant.node import ParticipantNode
-from harness.workload.client import HealthClient, LedgerClient, SequencerApiClient, SubmitResult
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import pytest
 from sut_support import Cluster, PgServer, collect, node_config, wait_until
 from wire_faults import WireForwarder
 
+from harness.client.json_api import LedgerClient
 from harness.sut.common.db import FatalDbError
 from harness.sut.participant.node import ParticipantNode
-from harness.workload.client import LedgerClient
 
 pytestmark = pytest.mark.integration
 

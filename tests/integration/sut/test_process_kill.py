@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sut_support import Cluster, PgServer, node_config, node_env, wait_until
 
-from harness.workload.client import HealthClient, Indeterminate, LedgerClient
+from harness.client.json_api import HealthClient, Indeterminate, LedgerClient
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sut_support import Cluster, PgServer, collect, wait_until
 
-from harness.workload.client import LedgerClient
+from harness.client.json_api import LedgerClient
 
 pytestmark = pytest.mark.integration
 

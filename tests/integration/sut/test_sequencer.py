@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from sut_support import TEST_TIMERS, Forwarder, PgServer, node_config, wait_until
 
+from harness.client.json_api import SequencerApiClient
 from harness.sut.sequencer.client import SequencerClient
 from harness.sut.sequencer.node import SequencerNode
 from harness.sut.sequencer.pure import EventValidator
-from harness.workload.client import SequencerApiClient
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sut_support import Cluster, PgServer, collect, wait_until
 
+from harness.client.json_api import LedgerClient
 from harness.sut.sequencer.store import now_us
-from harness.workload.client import LedgerClient
 
 pytestmark = pytest.mark.integration
 

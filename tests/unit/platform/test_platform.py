@@ -71,7 +71,10 @@ def test_no_mirror_is_a_clear_error() -> None:
 def _compose_services() -> dict[str, dict]:
     services: dict[str, dict] = {}
     for f in sorted(COMPOSE.glob("*.yml")):
-        services.update(yaml.safe_load(f.read_text()).get("services", {}))
+        for name, svc in (yaml.safe_load(f.read_text()).get("services") or {}).items():
+            # a later file may override some keys of a service (small.yml re-points faultproxy-init's volume),
+            # as compose merges them
+            services[name] = {**services.get(name, {}), **svc}
     return services
 
 

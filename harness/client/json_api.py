@@ -1,10 +1,14 @@
-"""Async client (aiohttp) for the reference nodes: Ledger API, sequencer API and health/evidence endpoints.
+"""The ``ha-chaos-json`` client: the reference nodes' Ledger API, sequencer API and health/admin endpoints
+(aiohttp; a small synchronous admin client for the fault injector and the live-state reader).
 
-Why in ``harness/workload`` (host side): it is the one place that knows the wire format of these nodes
-(harness/sut/API.md); the workload, the probes, the benchmarks and the tests use it instead of hand-written HTTP.
-No node imports it, so it is not part of the node image (issue 13 item 5). It records nothing itself: callers turn its
-results into history events. Every call has a timeout; a timeout or a lost connection raises ``Indeterminate``
-(the operation may or may not have happened, history type ``info``), a definite refusal is returned as data.
+This module implements the one client interface of ``harness/workload/api.py`` (Jepsen's client protocol) for the
+protocol the reference target names ``ha-chaos-json``: it is the one place that knows the wire format of these
+nodes (harness/sut/API.md) and the one table that classifies their answers (``SUBMIT_OUTCOMES``: retryable,
+definite, indeterminate). The workload, the probes, the faults, the benchmarks and the tests use it instead of
+hand-written HTTP. No node imports it, so it is not part of the node image (issue 13 item 5). It records nothing
+itself: callers turn its results into history events. Every call has a timeout; a timeout or a lost connection
+raises ``Indeterminate`` (the operation may or may not have happened, history type ``info``), a definite refusal
+is returned as data.
 """
 
 from __future__ import annotations
@@ -12,9 +16,27 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+import requests
+
+#: How a submission's answer counts, by error code (one table; ``classify`` reads it):
+#: - ``retryable``: definitely not accepted, and another attempt (same command id, new submission id) may succeed;
+#: - ``indeterminate``: the request reached a server that may have processed it (a load balancer's 502/504 for a
+#:   server that took the request and gave no answer): the outcome is unknown, never a failure;
+#: - anything else that is not an acknowledgement is ``definite``: refused, and retrying will not change that.
+SUBMIT_OUTCOMES: dict[str, Literal["retryable", "indeterminate"]] = {
+    "NODE_IS_PASSIVE_REPLICA": "retryable",
+    "SYNC_SERVICE_BECAME_PASSIVE": "retryable",
+    "UNAVAILABLE": "retryable",
+    "HTTP_503": "retryable",
+    "HTTP_502": "indeterminate",
+    "HTTP_504": "indeterminate",
+}
+#: HTTP statuses of a gateway that took the request and gave no answer (classified indeterminate whatever the body)
+GATEWAY_INDETERMINATE = (502, 504)
+Outcome = Literal["ok", "retryable", "definite", "indeterminate"]
 
 
 class Indeterminate(Exception):
@@ -51,6 +73,30 @@ class SubmitResult:
     @property
     def replica(self) -> str | None:
         return self.body.get("replica")
+
+    @property
+    def outcome(self) -> Outcome:
+        """ok, retryable, definite or indeterminate (``SUBMIT_OUTCOMES``)."""
+        if self.ok:
+            return "ok"
+        if self.http_status in GATEWAY_INDETERMINATE:
+            return "indeterminate"
+        return SUBMIT_OUTCOMES.get(str(self.error), "definite")
+
+
+@dataclass
+class LedgerEnd:
+    """A ledger-end read: ``ok`` with the offsets, or the refusal (``http_status``, ``error``)."""
+
+    http_status: int
+    offset: int | None = None
+    completion_offset: int | None = None
+    replica: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.http_status == 200
 
 
 class _Base:
@@ -146,6 +192,27 @@ class LedgerClient(_Base):
     async def ledger_end(self) -> dict[str, Any]:
         return (await self._json("GET", "/v1/ledger_end"))[1]
 
+    async def read_ledger_end(self) -> LedgerEnd:
+        """The ledger end as data (a refusal too); Indeterminate when it could not be read."""
+        status, body = await self._json("GET", "/v1/ledger_end")
+        if status != 200:
+            return LedgerEnd(status, error=str(body.get("error") or f"HTTP_{status}"))
+        return LedgerEnd(status, int(body.get("offset") or 0), int(body.get("completion_offset") or 0),
+                         body.get("replica"))
+
+    async def accepts_submissions(self) -> bool | None:
+        """Whether this Ledger API takes submissions right now: True, False (no listener, or refused as passive /
+        by a gateway), None (the probe timed out: unknown).
+
+        The probe is a submission with an empty body: a serving API rejects it as INVALID_ARGUMENT (400) before
+        touching any state, a passive replica refuses the connection or answers 503, and a replica that wrongly
+        serves while passive acknowledges it (202) - which is exactly what invariant 9 must see."""
+        try:
+            status, _ = await self._json("POST", "/v1/commands/submit", {})
+        except Indeterminate as exc:
+            return False if exc.kind == "connection" else None
+        return status not in (502, 503, 504)
+
 
 class HealthClient(_Base):
     """The health/admin server of any node (the target's `health` endpoint)."""
@@ -197,3 +264,29 @@ class SequencerApiClient(_Base):
             if line.get("heartbeat") and not heartbeats:
                 continue
             yield line
+
+
+class NodeAdminSync:
+    """The nodes' admin endpoints for synchronous callers (the fault injector, the live-state reader): the same
+    wire format as ``HealthClient``, without an event loop."""
+
+    def __init__(self, base_url: str, timeout: float = 2.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def role(self) -> str | None:
+        """The replica's own view of its role (``active``, ``passive``, ...); None when it does not answer."""
+        try:
+            data = requests.get(self.base + "/admin/status", timeout=self.timeout).json()
+        except (requests.RequestException, ValueError):
+            return None
+        return str(data.get("role")) if isinstance(data, dict) else None
+
+    def set_passive(self) -> tuple[int, str]:
+        """Ask the replica to step down (manual switchover); (HTTP status, body text). Raises
+        ``Indeterminate`` when it could not be asked."""
+        try:
+            r = requests.post(self.base + "/admin/set_passive", timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise Indeterminate("connection", f"set_passive: {exc!r}") from exc
+        return r.status_code, r.text
