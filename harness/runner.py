@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from harness.checkers import CheckContext, CheckResult
-from harness.checkers.roles import EVIDENCE_ENV, EVIDENCE_SOURCES, parse_evidence
+from harness.checkers.roles import DEFAULT_SOURCES, EVIDENCE_ENV, EVIDENCE_SOURCES, parse_evidence
 from harness.client.api import check_protocols, health_client
 from harness.client.json_api import Indeterminate
 from harness.errors import HarnessError
@@ -36,21 +36,22 @@ from harness.topology import pg
 from harness.topology.compose import Topology
 from harness.topology.endpoints import Endpoints
 from harness.workload import Workload, WorkloadConfig
+from harness.workload.pglog import sessions_from_logs
 
 log = logging.getLogger("ha-chaos.runner")
 EXIT = {"pass": 0, "fail": 1, "unknown": 2, "error": 3}
 
 
 def evidence_sources(env: dict[str, str] | None = None) -> list[str]:
-    """Which single-writer evidence a run gathers: ``HA_CHAOS_EVIDENCE`` (comma list of ``node``, ``pg``; default
-    both). ``pg`` alone judges the reference topology as a black-box target: no ``/admin/evidence`` is read, the
-    PostgreSQL samples decide. Checked before anything starts."""
+    """Which single-writer evidence a run gathers: ``HA_CHAOS_EVIDENCE`` (comma list of ``node``, ``pg``,
+    ``pglog``; default ``node,pg``). ``pg`` or ``pglog`` alone judges the reference topology as a black-box target:
+    no ``/admin/evidence`` is read, PostgreSQL decides. Checked before anything starts."""
     try:
         chosen = parse_evidence((os.environ if env is None else env).get(EVIDENCE_ENV, ""))
     except ValueError as exc:
         raise HarnessError(str(exc), f"use a comma list of {', '.join(EVIDENCE_SOURCES)}, e.g. "
                                      f"{EVIDENCE_ENV}=pg") from None
-    return list(EVIDENCE_SOURCES) if chosen is None else chosen
+    return list(DEFAULT_SOURCES) if chosen is None else chosen
 
 
 @dataclass
@@ -120,6 +121,20 @@ def _collect_evidence(ep: Endpoints, history: HistoryWriter, nodes: tuple[str, .
     asyncio.run(all_nodes())
 
 
+def _collect_pg_log(topo: Topology, history: HistoryWriter, t_start: float) -> None:
+    """The pairs' write sessions from every PostgreSQL member's statement log of this run (``pglog`` evidence)."""
+    logs: dict[str, str] = {}
+    for svc in topo.model.replicas("postgres"):
+        try:
+            logs[svc] = topo.container(svc).logs(since=int(t_start) - 1).decode(errors="replace")
+        except Exception as exc:
+            history.fail("harness", "pg_log", {"server": svc, "error": str(exc)[:200]})
+    pairs = {node: list(reps) for node, reps in topo.model.pairs.items()}
+    for value in sessions_from_logs(logs, pairs, since_ms=int(t_start * 1000)):
+        history.ok("harness", "pg_log_session", value)
+    history.info("harness", "pg_log", {"servers": sorted(logs)})
+
+
 def _collect_logs(topo: Topology, rd: RunDir, since: float) -> None:
     for svc, c in topo.containers().items():
         try:
@@ -167,7 +182,8 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
                                                      f"has no {', '.join(lacking)} evidence"})
     elif sources != list(EVIDENCE_SOURCES):
         # recorded, so that an offline `ha-chaos check` judges the run on the evidence it was made with
-        history.info("harness", "evidence_sources", {"sources": sources, "reason": f"{EVIDENCE_ENV} set"})
+        history.info("harness", "evidence_sources", {"sources": sources, "reason": f"{EVIDENCE_ENV} set"
+                     if os.environ.get(EVIDENCE_ENV, "").strip() else "the default sources"})
     ep = Endpoints(topo)
     nonce = rd.timestamp.replace(".", "")[-10:] + "-"
     wcfg = WorkloadConfig.from_plan(plan.workload, plan.seed, nonce)
@@ -186,6 +202,8 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
     try:
         if "node" in sources:
             _collect_evidence(ep, history, tuple(topo.model.pairs))
+        if "pglog" in sources:
+            _collect_pg_log(topo, history, t_start)
     finally:
         history.close()
     _collect_logs(topo, rd, t_start - 1)

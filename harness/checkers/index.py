@@ -100,6 +100,8 @@ class HistoryIndex:
     evidence: list[Event] = field(default_factory=list)
     #: PostgreSQL session samples (``pg_sample``, ok and info), single-writer evidence from outside the nodes
     pg_samples: list[Event] = field(default_factory=list)
+    #: PostgreSQL statement-log write sessions (``pg_log_session``) and log read failures (``pg_log``)
+    pg_log: list[Event] = field(default_factory=list)
     #: the ``evidence_sources`` marker: the sources a run was made with (None: no marker, every source)
     evidence_sources: list[str] | None = None
     #: the ``target`` record: the deployment's roles, pairs, parties and links (None: a history from before targets)
@@ -178,6 +180,8 @@ def build_index(events: list[Event]) -> HistoryIndex:
             idx.evidence.append(ev)
         elif f == "pg_sample":
             idx.pg_samples.append(ev)
+        elif f in ("pg_log_session", "pg_log"):
+            idx.pg_log.append(ev)
         elif f == "evidence_sources":
             idx.evidence_sources = [str(s) for s in ev.value.get("sources") or []]
         elif f == "target" and isinstance(ev.value, dict):

@@ -17,12 +17,17 @@ from typing import Any
 from harness.checkers.common import as_index, node_of, plural, resolve
 from harness.checkers.index import HistoryIndex
 from harness.checkers.model import MAX_WITNESSES, CheckContext, CheckResult, keep, result, witness
+from harness.checkers.pglog import judge_pg_log
 from harness.checkers.pgwriters import judge_pg_samples
 from harness.history import Event
 
 #: Evidence sources of invariant 1: the nodes' own write epochs, and PostgreSQL's view of their sessions.
-EVIDENCE_SOURCES = ("node", "pg")
-_SOURCE_NAMES = {"node": "node write epochs (/admin/evidence)", "pg": "PostgreSQL samples (pg_stat_activity)"}
+EVIDENCE_SOURCES = ("node", "pg", "pglog")
+#: what a run gathers unless HA_CHAOS_EVIDENCE says otherwise: ``pglog`` is opt-in until campaigns on correct
+#: nodes have shown it never fails them (it is new, 2026-12-01)
+DEFAULT_SOURCES = ("node", "pg")
+_SOURCE_NAMES = {"node": "node write epochs (/admin/evidence)", "pg": "PostgreSQL samples (pg_stat_activity)",
+                 "pglog": "PostgreSQL statement log (log_statement = mod)"}
 
 
 #: The environment variable that picks the sources: of a run (what it gathers) and of ``ha-chaos check``.
@@ -118,8 +123,10 @@ def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | 
     sources = evidence_sources(ctx, idx)
     node = _judge_node_epochs(idx) if "node" in sources else None
     pgw = judge_pg_samples(idx.pg_samples) if "pg" in sources else None
+    pgl = judge_pg_log(idx.pg_log) if "pglog" in sources else None
     used = [s for s, data in (("node", node is not None and (node.ok or node.bad or node.missing)),
-                              ("pg", pgw is not None and pgw.samples + pgw.failures > 0)) if data]
+                              ("pg", pgw is not None and pgw.samples + pgw.failures > 0),
+                              ("pglog", pgl is not None and pgl.sessions + pgl.failures > 0)) if data]
     metrics: dict[str, Any] = {"evidence": used, "evidence_enabled": list(sources)}
     if pgw is not None:
         metrics.update(pg_samples=pgw.samples, pg_sample_failures=pgw.failures,
@@ -139,15 +146,23 @@ def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | 
                         f"{', '.join(sorted(pgw.violating_nodes))} in {pgw.samples} PostgreSQL samples "
                         f"({'; '.join(kinds)})")
         witnesses += pgw.witnesses
+    if pgl is not None and pgl.violations:
+        failures.append(f"{plural(pgl.violations, 'overlap')} of two replicas' write sessions on "
+                        f"{', '.join(sorted(pgl.violating_nodes))} in the PostgreSQL statement log "
+                        f"({pgl.sessions} write sessions)")
+        witnesses += pgl.witnesses
     if failures:
         return result("1", "fail", f"{'; '.join(failures)} [evidence: {named}]", witnesses, metrics)
     expected = set(node.ok | set(node.missing) if node is not None else set())
     expected |= pgw.watched if pgw is not None else set()
+    expected |= set(pgl.writers) if pgl is not None else set()
     covered: dict[str, list[str]] = defaultdict(list)
     for n in node.ok if node is not None else ():
         covered[n].append("node")
     for n in pgw.judged if pgw is not None else ():
         covered[n].append("pg")
+    for n in pgl.judged if pgl is not None else ():
+        covered[n].append("pglog")
     off = [f"{_SOURCE_NAMES[s]} switched off" for s in EVIDENCE_SOURCES if s not in sources]
     if not expected:
         why = "; ".join([*off, *(f"no {_SOURCE_NAMES[s]} in the history" for s in sources)])
@@ -171,6 +186,9 @@ def check_single_writer(events: list[Event] | HistoryIndex, ctx: CheckContext | 
     if pgw is not None and pgw.judged:
         parts.append(f"no two replicas' writers overlapped in {pgw.samples} PostgreSQL samples on "
                      f"{', '.join(sorted(pgw.judged))} (sampled every ~250 ms: a shorter overlap can be missed)")
+    if pgl is not None and pgl.judged:
+        parts.append(f"write sessions of different replicas disjoint in the PostgreSQL statement log on "
+                     f"{', '.join(sorted(pgl.judged))} ({pgl.sessions} sessions)")
     return result("1", "pass", f"{'; '.join(parts)} [evidence: {named}]", metrics=metrics)
 
 

@@ -28,6 +28,10 @@
 #   count such a commit as acknowledged.
 # - wal_sender_timeout / wal_receiver_timeout 5 s (default 60 s): a standby that stopped acknowledging (cut,
 #   frozen) is dropped from synchronous replication within seconds, so commits do not hang for a minute.
+# - log_line_prefix "%n|%a|%c|" (epoch time with ms, application_name, session id), and log_statement = 'mod' on
+#   the pairs' databases (post-bootstrap.sh): PostgreSQL logs every write with the replica and session that sent it,
+#   the harness's `pglog` single-writer evidence (harness/workload/pglog.py). The sequencers' database is left out
+#   (most of the write volume, and no pair to judge).
 # - use_pg_rewind, and remove_data_directory_on_rewind_failure / _on_diverged_timelines: a former primary that
 #   diverged (it committed WAL the new primary never got) rejoins by pg_rewind, or by a fresh base backup when
 #   rewinding is impossible - never by following a timeline it cannot.
@@ -73,6 +77,7 @@ bootstrap:
         synchronous_commit: "on"
         wal_sender_timeout: 5s
         wal_receiver_timeout: 5s
+        log_line_prefix: "%n|%a|%c|"
   initdb:
     - encoding: UTF8
     - data-checksums

@@ -103,3 +103,69 @@ def test_postgres_samples_alone_fail_single_writer_without_fencing(pg: PgServer,
         else:
             assert r.verdict == "pass", (r.explanation, r.witnesses)
     asyncio.run(main())
+
+
+async def _insert_load(node: ParticipantNode, stop: asyncio.Event) -> None:
+    """Keep the active writing rows (logged writes: ``log_statement = 'mod'`` logs INSERTs, not SELECTs)."""
+    while not stop.is_set():
+        w = node.writer
+        if w is not None:
+            with contextlib.suppress(Exception):
+                await w.write(lambda c: c.execute("insert into hc_probe (by) values ($1)", node.cfg.replica),
+                              what="probe")
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_postgres_statement_log_alone_fails_single_writer_without_fencing(pg: PgServer, bug: bool) -> None:
+    """The ``pglog`` source: the same takeover as above, judged only on the server's statement log (every write
+    with its session, ``harness/workload/pglog.py``): complete, no sampling gap."""
+    from harness.workload.pglog import LOG_LINE_PREFIX, sessions_from_logs
+
+    async def main() -> None:
+        bugs = frozenset({"no_fencing"}) if bug else frozenset()
+        db = await pg.create_db("p1")
+        await pg.query("postgres", f"alter system set log_line_prefix = '{LOG_LINE_PREFIX}'")
+        await pg.query("postgres", "select pg_reload_conf()")
+        await pg.query("postgres", f'alter database "{db}" set log_statement = \'mod\'')
+        await pg.query(db, "create table hc_probe (id bigserial primary key, by text)")
+        log_from = (pg.root / "log").stat().st_size
+        fw = [await WireForwarder(pg.port).start() for _ in range(2)]
+        slow = replace(TEST_TIMERS, lock_check=3.0, passive_check=0.2)
+        nodes = [ParticipantNode(node_config("participant", rep, "p1", f"{pg.dsn(db, f.port)}?application_name={rep}",
+                                             endpoints=NO_SEQ, bugs=bugs, timers=slow))
+                 for rep, f in zip(("p1a", "p1b"), fw, strict=True)]
+        old, new = nodes
+        stop = asyncio.Event()
+        loads: list[asyncio.Task[None]] = []
+        try:
+            await old.start()
+            await wait_until(lambda: old.election.role == "active", 10, "p1a active")
+            await new.start()
+            loads = [asyncio.create_task(_insert_load(n, stop)) for n in nodes]
+            await wait_until(lambda: new.election.main is not None and old.writer is not None, 5, "warm")
+            await asyncio.sleep(0.5)
+            fw[0].refuse_new()
+            fw[0].silence(await upstream_port_of(pg, db, old.election.main.get_server_pid()))  # type: ignore[union-attr]
+            await wait_until(lambda: new.election.role == "active" and old.election.writer is None, 15,
+                             "takeover complete", interval=0.01)
+            await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await asyncio.gather(*loads, return_exceptions=True)
+            await teardown(nodes, fw)
+        with (pg.root / "log").open("rb") as f:
+            f.seek(log_from)
+            text = f.read().decode(errors="replace")
+        values = sessions_from_logs({"pg": text}, {"p1": ["p1a", "p1b"]})
+        events = [Event(t=float(i), process="harness", type="ok", f="pg_log_session", value=v)  # type: ignore[arg-type]
+                  for i, v in enumerate(values)]
+        assert {v["replica"] for v in values} == {"p1a", "p1b"}, text[-2000:]
+        r = check_single_writer(events, CheckContext(evidence=["pglog"]))
+        if bug:
+            assert r.verdict == "fail", r.explanation
+            assert "statement log" in r.explanation
+        else:
+            assert r.verdict == "pass", (r.explanation, r.witnesses)
+            assert "statement log" in r.explanation
+    asyncio.run(main())
