@@ -92,7 +92,7 @@ class Target(_Strict):
     participants: dict[str, ParticipantSpec] = Field(default_factory=dict)
     endpoints: dict[RoleName, dict[str, Endpoint]] = Field(default_factory=dict)
     links: LinkRules | None = None
-    evidence: list[Literal["node", "pg"]] = Field(default_factory=lambda: ["node"])
+    evidence: list[Literal["node", "pg", "pglog"]] = Field(default_factory=lambda: ["node"])
 
     @model_validator(mode="after")
     def _cross_check(self) -> Target:
