@@ -192,8 +192,9 @@ class Topology:
         except OSError:
             pass
         target = saved.get("HA_CHAOS_TARGET")
-        topo = cls(entry.profile, run_id=run_id,
-                   target=target if target and Path(target).resolve() != REFERENCE_TARGET else None)
+        if target and (Path(target).resolve() == REFERENCE_TARGET or not Path(target).is_file()):
+            target = None  # a target file gone since: `status`/`down` still work on what the registry knows
+        topo = cls(entry.profile, run_id=run_id, target=target)
         topo.env_file = Path(entry.env_file)
         topo._compose.env_file = [entry.env_file]
         topo.env.update(saved)
