@@ -94,6 +94,7 @@ class LiveInjector:
         #: (each rule used to cost two Docker inspects and one process: ~2 s for a partition of one service)
         self._snapshot: dict[str, Any] | None = None
         self._batch: dict[str, list[list[str]]] | None = None
+        self._known: dict[str, Any] = {}   # service -> its container object (re-inspected by id)
 
     # --- plumbing -------------------------------------------------------------------------------------------
     @property
@@ -103,10 +104,20 @@ class LiveInjector:
         return self._proxy
 
     def _container(self, service: str):
+        """The service's container, freshly inspected. Known containers are re-inspected by id (one Docker call);
+        the run's container list is read only for a service not seen yet or whose container is gone."""
         if self._snapshot is not None and service in self._snapshot:
             return self._snapshot[service]
-        c = self.topo.container(service)
-        c.reload()
+        c = self._known.get(service)
+        if c is not None:
+            try:
+                c.reload()
+            except NotFound:
+                c = None
+        if c is None:
+            c = self.topo.container(service)
+            c.reload()
+        self._known[service] = c
         if self._snapshot is not None:
             self._snapshot[service] = c
         return c
