@@ -33,8 +33,17 @@ def _expand(path: str) -> list[str]:
     return [str(f) for f in plan_files([path])] if Path(path).is_dir() else [path]
 
 
+def _model(args: argparse.Namespace) -> TopologyModel:
+    """The model plans are checked against: the --target file's profile, else the reference's."""
+    if getattr(args, "target", None):
+        from harness.topology.target import load_target
+
+        return load_target(args.target).model(getattr(args, "profile", "full"))
+    return model_for_profile(getattr(args, "profile", "full"))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    model = model_for_profile(args.profile)
+    model = _model(args)
     bad, files, bad_paths = 0, 0, 0
     for arg in args.files:
         try:
@@ -70,7 +79,7 @@ def _validate_one(f: str, model: TopologyModel) -> bool:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    plan = load_plan(args.file, model_for_profile(args.profile))
+    plan = load_plan(args.file, _model(args))
     render(plan, Console(width=args.width) if args.width else Console())
     return 0
 
@@ -122,10 +131,10 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     from harness.plans.executor import Executor
     from harness.plans.fakes import FakeClock, FakeInjector
     from harness.plans.targets import FakeView
-    from harness.topology.model import reference_model
 
-    plan = load_plan(args.file)
-    view = FakeView.initial(reference_model())
+    model = _model(args)
+    plan = load_plan(args.file, model)
+    view = FakeView.initial(model)
     injector = FakeInjector(view)
     with tempfile.TemporaryDirectory() as d:
         with HistoryWriter(Path(d) / "history.jsonl") as hist:
@@ -141,20 +150,26 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+TARGET_HELP = "target file to check against (default: the reference, targets/reference.yaml)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     plan = sub.add_parser("plan", help="validate, show and describe fault plans")
     psub = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
     v = psub.add_parser("validate", help="check plan files against the schema (exit 4 if any is invalid)")
     v.add_argument("files", nargs="+", metavar="FILE", help="plan files or directories of plans")
     v.add_argument("--profile", choices=["full", "postgres"], default="full", help="topology to check against")
+    v.add_argument("--target", metavar="TARGET", help=TARGET_HELP)
     v.set_defaults(func=cmd_validate)
     s = psub.add_parser("show", help="print a plan's timeline")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--width", type=int, default=0, help="terminal width (default: detect)")
     s.add_argument("--profile", choices=["full", "postgres"], default="full", help="topology to check against")
+    s.add_argument("--target", metavar="TARGET", help=TARGET_HELP)
     s.set_defaults(func=cmd_show)
     d = psub.add_parser("dry-run", help="run the plan on in-memory fakes (virtual clock) and print the events")
     d.add_argument("file", metavar="FILE")
+    d.add_argument("--target", metavar="TARGET", help=TARGET_HELP)
     d.set_defaults(func=cmd_dry_run)
     j = psub.add_parser("schema", help="print the plan JSON Schema (or --write / --check a file)")
     g = j.add_mutually_exclusive_group()
