@@ -36,8 +36,12 @@ def _env() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _involved(witnesses: list[dict[str, Any]], available: list[str]) -> list[str]:
-    """Containers named by the witnesses (replicas, sequencers, link ends), mapped to stored log files."""
+def _involved(witnesses: list[dict[str, Any]], available: list[str],
+              target: dict[str, Any] | None = None) -> list[str]:
+    """Containers named by the witnesses (replicas, sequencers, link ends, pairs), mapped to stored log files.
+    The run's ``target`` record says which container a fault-proxy link serves and which replicas a pair has."""
+    links: dict[str, str] = dict((target or {}).get("links") or {})
+    pairs: dict[str, list[str]] = dict((target or {}).get("pairs") or {})
     names: set[str] = set()
     for w in witnesses:
         v = w.get("value") or {}
@@ -46,11 +50,15 @@ def _involved(witnesses: list[dict[str, Any]], available: list[str]) -> list[str
             for item in x if isinstance(x, list) else [x]:
                 if isinstance(item, str) and item:
                     names.add(item)
-                    names.add(item.split("-")[0])  # link "p1a-db" -> container p1a
+                    if item in links:
+                        names.add(links[item])      # link "p1a-db" -> container p1a
         names.update(re.findall(r"[A-Za-z][\w.-]*", str(w.get("note", ""))))  # "p1: ['p1a', 'p1b'] ready"
         if isinstance(v.get("epochs"), list):
             names.update(str(e.get("replica")) for e in v["epochs"] if isinstance(e, dict))
-    out = [c for c in available if c in names or any(c[:-1] == n and c[-1].isalpha() for n in names)]
+    for node, reps in pairs.items():            # a pair named ("p1") stands for its replicas
+        if node in names:
+            names.update(reps)
+    out = [c for c in available if c in names]
     return out[:6]
 
 
@@ -107,7 +115,7 @@ def render_html(rd: RunDir, events: list[Event] | HistoryIndex, results: list[Ch
         t0 = r.witnesses[0]["t"]
         logs: dict[str, list[str]] = {}
         if offset is not None:
-            for c in _involved(r.witnesses, available):
+            for c in _involved(r.witnesses, available, idx.target):
                 logs[c] = rd.log_excerpt(c, offset + t0 - LOG_WINDOW_S, offset + t0 + LOG_WINDOW_S)
         findings.append({"r": r, "witnesses": [{**w, "value_json": json.dumps(w.get("value"), default=str,
                                                                                 sort_keys=True)}
