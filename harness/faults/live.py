@@ -3,7 +3,8 @@
 ``LiveInjector`` implements ``harness.plans.injector.FaultInjector`` and ``LiveView`` implements
 ``harness.plans.targets.TopologyView``. Everything an injector creates is named after the step's ``fault_id``
 (toxic names, iptables rule comments) and described in the ``record`` it returns, so ``heal(entry)`` can undo a
-fault from the journal alone after the harness itself was killed.
+fault from the journal alone after the harness itself was killed. A plan's own undo is that same ``heal`` of the
+record: one undo per kind, not one in memory and another for the journal.
 
 Mechanisms (see ../shared/reference/environment.md for what works on these machines):
 - toxics and link-down: the fault proxy's Toxiproxy API;
@@ -225,9 +226,12 @@ class LiveInjector:
             raise HarnessError(f"fault kind {kind!r} is not supported by the live injector")
         primary = pg.leader(self.topo) if kind in ("db_failover", "former_primary_trap") else None
         effects = default_effects(step, resolved, self.topo.model, primary)
-        verify, undo, record = handler(step, resolved)
+        verify, record = handler(step, resolved)
         record = {"kind": kind, "fault_id": resolved.fault_id, **record}
-        return LiveApplied(effects, record, lambda: _wait(verify), undo)
+        # the undo is the journal's heal of this record: one code path for a plan's own heal and for
+        # `ha-chaos heal` after a crash (issue 15 item 4)
+        entry = {"record": record, "kind": kind, "id": resolved.fault_id, "resolved": list(resolved.targets)}
+        return LiveApplied(effects, record, lambda: _wait(verify), lambda: self.heal(entry))
 
     def heal(self, entry: dict[str, Any]) -> None:
         record = entry.get("record") or {}
@@ -264,7 +268,7 @@ class LiveInjector:
     def _set_enabled(self, link: str, enabled: bool) -> None:
         self.proxy.update_proxy(link, enabled=enabled)
 
-    def _apply_toxic(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_toxic(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         p = step.params
         attrs = p.attributes.model_dump()
         for link in res.targets:
@@ -274,27 +278,18 @@ class LiveInjector:
         def verify() -> bool:
             return all(any(t.name == res.fault_id for t in self.proxy.toxics(link)) for link in res.targets)
 
-        def undo() -> None:
-            for link in res.targets:
-                self._remove_toxic(link, res.fault_id)
+        return verify, {"links": res.targets}
 
-        return verify, undo, {"links": res.targets}
-
-    def _apply_link_down(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_link_down(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         for link in res.targets:
             self._set_enabled(link, False)
 
         def verify() -> bool:
             return all(not self.proxy.proxy(link).enabled for link in res.targets)
 
-        def undo() -> None:
-            for link in res.targets:
-                self._set_enabled(link, True)
+        return verify, {"links": res.targets}
 
-        return verify, undo, {"links": res.targets}
-
-    def _apply_former_primary_trap(self, step: Any, res: Resolution) -> tuple[Callable[[], bool],
-                                                                              Callable[[], None], dict]:
+    def _apply_former_primary_trap(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         leader = pg.leader(self.topo)
         standbys = [s for s in self.topo.model.replicas("postgres") if s != leader]
         if leader is None or not standbys:
@@ -309,14 +304,10 @@ class LiveInjector:
             in_recovery = members.get(standbys[0], {}).get("role") in ("replica", "sync_standby")
             return in_recovery and all(self.proxy.proxy(link).upstream == trap for link in res.targets)
 
-        def undo() -> None:
-            for link, up in upstreams.items():
-                self.proxy.update_proxy(link, upstream=up)
-
-        return verify, undo, {"upstreams": upstreams, "trap": trap}
+        return verify, {"upstreams": upstreams, "trap": trap}
 
     # --- network partitions -------------------------------------------------------------------------------
-    def _apply_partition(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_partition(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         """iptables DROP between the groups' containers; and through the proxies (see ``_cut_proxied``)."""
         groups = res.groups or []
         services = sorted({s for g in groups for s in g})
@@ -341,7 +332,7 @@ class LiveInjector:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 return all(pool.map(lambda s: bool(self._rules_with(s, res.fault_id)), receivers))
 
-        return verify, lambda: self._remove_rules(services, res.fault_id), {"services": services}
+        return verify, {"services": services}
 
     def _cut_proxied(self, groups: list[list[str]], one_way: bool, fault_id: str) -> list[str]:
         """A node reaches PostgreSQL and the sequencers only through the fault proxy (and pg-lb), so container
@@ -400,7 +391,7 @@ class LiveInjector:
         return [(addr, int(port)) for addr, port in rows]
 
     # --- database settings ------------------------------------------------------------------------------------
-    def _apply_db_setting(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_db_setting(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         p = step.params
         dbs = sorted({self.topo.model.database(s) for s in res.targets})
         setting = sql.SQL(p.setting)  # the schema restricts it to a parameter name
@@ -420,7 +411,7 @@ class LiveInjector:
             have = {str(db) for db, conf in rows if any(c.startswith(f"{p.setting}=") for c in conf or [])}
             return have == set(dbs)
 
-        return verify, lambda: self._reset_db_setting(dbs, p.setting), {"databases": dbs, "setting": p.setting}
+        return verify, {"databases": dbs, "setting": p.setting}
 
     def _reset_db_setting(self, dbs: list[str], setting: str) -> None:
         """The revert: new sessions get the default again; sessions opened meanwhile keep what they got."""
@@ -442,32 +433,28 @@ class LiveInjector:
         elif status in ("exited", "created", "dead"):
             c.start()
 
-    def _start_all(self, services: list[str]) -> None:
-        for svc in services:
-            self.ensure_running(svc)
-
     def _status(self, service: str) -> str:
         return str(self._container(service).attrs["State"]["Status"])
 
-    def _apply_kill(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_kill(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         for svc in res.targets:
             self._container(svc).kill(signal=f"SIG{step.params.signal}")
         verify = lambda: all(self._status(s) == "exited" for s in res.targets)  # noqa: E731
-        return verify, lambda: self._start_all(res.targets), {"services": res.targets}
+        return verify, {"services": res.targets}
 
-    def _apply_stop(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_stop(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         for svc in res.targets:
             self._container(svc).stop(timeout=int(step.params.timeout_s))
         verify = lambda: all(self._status(s) == "exited" for s in res.targets)  # noqa: E731
-        return verify, lambda: self._start_all(res.targets), {"services": res.targets}
+        return verify, {"services": res.targets}
 
-    def _apply_pause(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_pause(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         for svc in res.targets:
             self._container(svc).pause()
         verify = lambda: all(self._status(s) == "paused" for s in res.targets)  # noqa: E731
-        return verify, lambda: self._start_all(res.targets), {"services": res.targets}
+        return verify, {"services": res.targets}
 
-    def _apply_restart(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_restart(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         started = {s: self._container(s).attrs["State"]["StartedAt"] for s in res.targets}
         for svc in res.targets:
             c = self._container(svc)
@@ -479,9 +466,9 @@ class LiveInjector:
             return all(self._status(s) == "running" and self._container(s).attrs["State"]["StartedAt"] != started[s]
                        for s in res.targets)
 
-        return verify, lambda: None, {"services": res.targets}
+        return verify, {"services": res.targets}
 
-    def _apply_set_passive(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_set_passive(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         for svc in res.targets:
             role = self.topo.model.service(svc).role
             url = self.topo.url(svc, self.topo.target.port(role, "health"))
@@ -493,10 +480,10 @@ class LiveInjector:
             if not 200 <= status < 300:
                 raise HarnessError(f"set_passive on {svc} answered HTTP {status}: {text[:200]}")
         verify = lambda: all(self.topo.node_role(s) == "passive" for s in res.targets)  # noqa: E731
-        return verify, lambda: None, {"services": res.targets}
+        return verify, {"services": res.targets}
 
     # --- database failover ----------------------------------------------------------------------------------
-    def _apply_db_failover(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], Callable[[], None], dict]:
+    def _apply_db_failover(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
         mode = step.params.mode
         old = pg.leader(self.topo)
         if old is None:
@@ -509,13 +496,10 @@ class LiveInjector:
             raise HarnessError(f"db_failover: no standby Patroni would promote within {PROMOTABLE_WAIT_S:g} s",
                                f"members: {pg.members(self.topo)}")
         record: dict[str, Any] = {"mode": mode, "old_primary": old, "services": [old]}
-        undo: Callable[[], None] = lambda: None  # noqa: E731
         if mode == "kill_primary":
             self._container(old).kill()
-            undo = lambda: self.ensure_running(old)  # noqa: E731
         elif mode == "pause_primary":
             self._container(old).pause()
-            undo = lambda: self.ensure_running(old)  # noqa: E731
         elif mode == "switchover":
             try:  # Patroni answers only once the switchover is done; the verification below decides
                 # with synchronous_mode Patroni switches over only to the synchronous standby
@@ -531,13 +515,12 @@ class LiveInjector:
             peers = [s.name for s in self.topo.model.services if s.name != old and s.name in self.topo.containers()]
             with self._batched([old, *peers]):
                 self._drop_from(old, peers, res.fault_id)
-            undo = lambda: self._remove_rules([old], res.fault_id)  # noqa: E731
 
         def verify() -> bool:
             # a graceful switchover waits for the old primary's shutdown checkpoint: slow on a loaded machine
             return _wait(lambda: pg.leader(self.topo) not in (None, old), timeout=DB_FAILOVER_VERIFY_TIMEOUT)
 
-        return verify, undo, record
+        return verify, record
 
 
 def _quote(arg: str) -> str:
