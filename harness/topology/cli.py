@@ -48,7 +48,8 @@ def _up(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, Terminated):
             print("interrupted: topology torn down")
             return 130
-    print(f"run {topo.run_id} is up (profile {args.profile}, {topo.replication} PostgreSQL replication); "
+    print(f"run {topo.run_id} is up (target {topo.target.name}, profile {args.profile}, {topo.replication} "
+          f"PostgreSQL replication); "
           "`ha-chaos down` removes it")
     _print_status(topo, as_json=False)
     return 0
@@ -57,7 +58,8 @@ def _up(args: argparse.Namespace) -> int:
 def _print_status(topo: Topology, *, as_json: bool) -> None:
     rows = topo.status()
     if as_json:
-        print(json.dumps({"run_id": topo.run_id, "profile": topo.profile, "replication": topo.replication,
+        print(json.dumps({"run_id": topo.run_id, "profile": topo.profile, "target": topo.target.name,
+                          "replication": topo.replication,
                           "primary": topo.primary(),
                           "services": [r.as_dict() for r in rows]}, indent=2))
         return
