@@ -1,0 +1,51 @@
+"""The workload's clients on a target of any shape (no Docker): seen live on targets/small.yaml (one participant),
+every client died at its first cross-participant command (no other participant to inform), after 16 submits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness.history import HistoryWriter
+from harness.topology.target import TARGETS_DIR, load_target, reference_target
+from harness.workload import Workload, WorkloadConfig
+
+pytestmark = pytest.mark.unit
+
+
+class FakeEndpoints:
+    def __init__(self, target: Any) -> None:
+        self.topo = SimpleNamespace(model=target.model("full"), target=target)
+
+    def refresh(self, force: bool = False) -> None:
+        pass
+
+
+@pytest.mark.parametrize("target", [load_target(TARGETS_DIR / "small.yaml"), reference_target()],
+                         ids=["small", "reference"])
+def test_clients_keep_submitting_whatever_the_number_of_participants(tmp_path: Path, target: Any) -> None:
+    w = Workload(FakeEndpoints(target), HistoryWriter(tmp_path / "h.jsonl"),  # type: ignore[arg-type]
+                 WorkloadConfig(rate=2000.0, clients=1, cross_participant_ratio=1.0, resubmit_ratio=0.0))
+    sent: list[dict[str, Any]] = []
+
+    async def fake_submit(proc: str, cmd: dict[str, Any], rng: Any) -> None:
+        sent.append(cmd)
+        if len(sent) >= 50:
+            w._stop_submit.set()
+
+    w._submit = fake_submit  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await asyncio.wait_for(w._client(0), 10)
+
+    asyncio.run(main())
+    assert len(sent) == 50
+    parts = set(target.parties)
+    for cmd in sent:
+        assert set(cmd["informees"]) <= parts and cmd["participant"] in cmd["informees"]
+    # with a second participant to inform, cross-participant commands are drawn; with one, none can be
+    assert any(len(c["informees"]) > 1 for c in sent) is (len(parts) > 1)
