@@ -199,6 +199,8 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
         error = exc.what
     finally:
         workload.stop(drain_s=3.0)
+    if workload.crashes and error is None:
+        error = f"the workload failed: {workload.crashes[0]}"
     try:
         if "node" in sources:
             _collect_evidence(ep, history, tuple(topo.model.pairs))

@@ -149,6 +149,8 @@ class Workload:
         self._ok_seen: dict[str, int] = {}
         self._ok_event: dict[str, asyncio.Event] = {}
         self._progress = Progress()
+        #: workload tasks that died of an exception (the run is then a harness error)
+        self.crashes: list[str] = []
 
     # --- lifecycle (called from the main thread) ---------------------------------------------------------
     def start(self) -> Workload:
@@ -201,10 +203,23 @@ class Workload:
             if sampler is not None:
                 self._tasks.append(asyncio.create_task(sampler.run(self._stop_all)))
             self._ready.set()
+            for t in self._tasks:
+                t.add_done_callback(self._task_done)
             await self._stop_all.wait()
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A workload task that died of an exception: recorded, and the run is a harness error (a client that
+        silently stopped submitting would leave invariants unexercised and the run judged on too little)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        what = f"{task.get_coro().__qualname__}: {type(exc).__name__}: {exc}"
+        self.crashes.append(what)
+        log.error("workload task died: %s", what)
+        self.h.info("harness", "workload_error", {"error": what[:300]})
 
     # --- submitting clients ------------------------------------------------------------------------------
     async def _client(self, idx: int) -> None:
@@ -231,8 +246,9 @@ class Workload:
                 n += 1
                 act_as = [rng.choice(self.parties[p])]
                 informees = {p}
-                if rng.random() < self.cfg.cross_participant_ratio:
-                    other = rng.choice([q for q in self.parties if q != p])
+                others = [q for q in self.parties if q != p]
+                if others and rng.random() < self.cfg.cross_participant_ratio:
+                    other = rng.choice(others)
                     informees.add(other)
                     parties = [*act_as, rng.choice(self.parties[other])]
                 else:

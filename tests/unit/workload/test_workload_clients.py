@@ -49,3 +49,21 @@ def test_clients_keep_submitting_whatever_the_number_of_participants(tmp_path: P
         assert set(cmd["informees"]) <= parts and cmd["participant"] in cmd["informees"]
     # with a second participant to inform, cross-participant commands are drawn; with one, none can be
     assert any(len(c["informees"]) > 1 for c in sent) is (len(parts) > 1)
+
+
+def test_a_workload_task_that_dies_is_recorded_not_swallowed(tmp_path: Path) -> None:
+    w = Workload(FakeEndpoints(reference_target()), HistoryWriter(tmp_path / "h.jsonl"),  # type: ignore[arg-type]
+                 WorkloadConfig())
+
+    async def dies() -> None:
+        raise IndexError("Cannot choose from an empty sequence")
+
+    async def main() -> None:
+        task = asyncio.create_task(dies())
+        await asyncio.gather(task, return_exceptions=True)
+        w._task_done(task)
+
+    asyncio.run(main())
+    assert w.crashes and "IndexError" in w.crashes[0] and "dies" in w.crashes[0]
+    w.h.close()
+    assert "workload_error" in (tmp_path / "h.jsonl").read_text()
