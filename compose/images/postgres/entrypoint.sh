@@ -32,6 +32,9 @@
 #   the pairs' databases (post-bootstrap.sh): PostgreSQL logs every write with the replica and session that sent it,
 #   the harness's `pglog` single-writer evidence (harness/workload/pglog.py). The sequencers' database is left out
 #   (most of the write volume, and no pair to judge).
+# - ttl 20 s (loop_wait 2, retry_timeout 4): the leader lease; a dead leader is replaced about ttl seconds after its
+#   death. 20 is Patroni 4's floor (patroni/config.py raises a smaller ttl to 20; Patroni 3.0.2 took 10, and
+#   failover took ~10 s then, ~20 s now: `ha-chaos bench db-failover`).
 # - use_pg_rewind, and remove_data_directory_on_rewind_failure / _on_diverged_timelines: a former primary that
 #   diverged (it committed WAL the new primary never got) rejoins by pg_rewind, or by a fresh base backup when
 #   rewinding is impossible - never by following a timeline it cannot.
@@ -39,7 +42,7 @@ set -eu
 : "${PATRONI_NAME:?PATRONI_NAME is required}"
 : "${ETCD_HOSTS:=${ETCD_HOST:-etcd:2379}}"
 : "${PG_SYNCHRONOUS_MODE:=true}"
-: "${PATRONI_TTL:=10}"
+: "${PATRONI_TTL:=20}"
 : "${PATRONI_LOOP_WAIT:=2}"
 : "${PATRONI_RETRY_TIMEOUT:=4}"
 : "${PG_PASSWORD:=ha-chaos}"
