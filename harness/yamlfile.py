@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
 from harness.errors import InputError
 
+MAX_BYTES = 1 << 20
 MAX_NODES = 50_000
 MAX_FLOW_DEPTH = 64
 
@@ -177,3 +179,19 @@ def merge(problems: list[Problem]) -> list[Problem]:
     return [Problem(file, line, fld, "; or ".join(msgs)) for (line, fld), msgs in merged.items()]
 
 
+
+
+def read_text(path: str | Path, what: str, error: type[FileProblems], max_bytes: int = MAX_BYTES) -> str:
+    """An input file's text: unreadable -> InputError naming it; too large or not UTF-8 -> ``error`` with the
+    line (``what``: "plan", "target", for the messages)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {p}: {exc.strerror or exc}", "check the path") from None
+    if len(raw) > max_bytes:
+        raise error([Problem(str(p), 1, "", f"file larger than {max_bytes} bytes: not a {what}")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error([Problem(str(p), raw[: exc.start].count(b"\n") + 1, "", "not UTF-8 text")]) from None

@@ -22,7 +22,7 @@ from harness.errors import InputError
 from harness.plans import schema
 from harness.plans.schema import KINDS, Plan, cross_reference_problems, plan_to_data
 from harness.topology.model import TopologyModel, reference_model
-from harness.yamlfile import FileProblems, Problem
+from harness.yamlfile import FileProblems, Problem, read_text
 from harness.yamlfile import compose as _compose
 from harness.yamlfile import line_of as _line
 from harness.yamlfile import locate as _locate
@@ -129,19 +129,7 @@ def parse_plan(text: str, source: str = "<plan>", model: TopologyModel | None = 
 
 def load_plan(path: str | Path, model: TopologyModel | None = None) -> Plan:
     """Read and validate a plan file (YAML or JSON)."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read plan {p}: {exc.strerror or exc}", "check the path") from None
-    if len(raw) > MAX_BYTES:
-        raise PlanError([Problem(str(p), 1, "", f"file larger than {MAX_BYTES} bytes: not a plan")])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PlanError([Problem(str(p), line, "", "not UTF-8 text")]) from None
-    return parse_plan(text, str(p), model)
+    return parse_plan(read_text(path, "plan", PlanError, MAX_BYTES), str(Path(path)), model)
 
 
 def dump_plan(plan: Plan) -> str:

@@ -20,12 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.errors import InputError
 from harness.topology.model import Link, Service, TopologyModel
-from harness.yamlfile import FileProblems, Problem, compose, line_of, locate, merge
+from harness.yamlfile import FileProblems, Problem, compose, line_of, locate, merge, read_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGETS_DIR = REPO_ROOT / "targets"
 REFERENCE_TARGET = TARGETS_DIR / "reference.yaml"
-MAX_BYTES = 1 << 20
 
 RoleName = Literal["etcd", "postgres", "pg-lb", "faultproxy", "sequencer", "mediator", "participant", "ledger-lb"]
 #: roles whose replicas form one logical node named after the role (every sequencer is "sequencer")
@@ -203,17 +202,7 @@ def parse_target(text: str, source: str = "<target>", base_dir: Path | None = No
 def load_target(path: str | Path) -> Target:
     """Read and validate a target file."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read target {p}: {exc.strerror or exc}", "check the path") from None
-    if len(raw) > MAX_BYTES:
-        raise TargetError([Problem(str(p), 1, "", f"file larger than {MAX_BYTES} bytes: not a target")])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TargetError([Problem(str(p), raw[: exc.start].count(b"\n") + 1, "", "not UTF-8 text")]) from None
-    return parse_target(text, str(p), p.resolve().parent)
+    return parse_target(read_text(p, "target", TargetError), str(p), p.resolve().parent)
 
 
 def compose_paths(target: Target, path: str | Path, profile: str) -> tuple[Path, list[str]]:

@@ -46,6 +46,17 @@ class Events:
         self._add("info", process, f, value)
 
 
+async def _pair(pg: PgServer, db: str, bugs: frozenset[str]) -> tuple[list[WireForwarder], list[ParticipantNode]]:
+    """p1a and p1b, each through its own forwarder (a fault point), with slow lock checks: the old active notices
+    its lost lock late. The deployment names each replica's sessions (the reference topology's DSNs do the same)."""
+    fw = [await WireForwarder(pg.port).start() for _ in range(2)]
+    slow = replace(TEST_TIMERS, lock_check=3.0, passive_check=0.2)
+    nodes = [ParticipantNode(node_config("participant", rep, "p1", f"{pg.dsn(db, f.port)}?application_name={rep}",
+                                         endpoints=NO_SEQ, bugs=bugs, timers=slow))
+             for rep, f in zip(("p1a", "p1b"), fw, strict=True)]
+    return fw, nodes
+
+
 async def _write_load(node: ParticipantNode, stop: asyncio.Event) -> None:
     """Keep the active writing in transactions of a few milliseconds, as the participant's event batches last
     through the fault proxy and pg-lb; a bare epoch update on a local server holds its xid for microseconds,
@@ -63,12 +74,7 @@ def test_postgres_samples_alone_fail_single_writer_without_fencing(pg: PgServer,
     async def main() -> None:
         bugs = frozenset({"no_fencing"}) if bug else frozenset()
         db = await pg.create_db("p1")
-        fw = [await WireForwarder(pg.port).start() for _ in range(2)]
-        slow = replace(TEST_TIMERS, lock_check=3.0, passive_check=0.2)
-        # the deployment names each replica's sessions (the reference topology's DSNs do the same)
-        nodes = [ParticipantNode(node_config("participant", rep, "p1", f"{pg.dsn(db, f.port)}?application_name={rep}",
-                                             endpoints=NO_SEQ, bugs=bugs, timers=slow))
-                 for rep, f in zip(("p1a", "p1b"), fw, strict=True)]
+        fw, nodes = await _pair(pg, db, bugs)
         old, new = nodes
         rec = Events()
         sampler = PgSampler(lambda: pg.dsn("postgres"), rec, {"p1": ["p1a", "p1b"]})
@@ -130,11 +136,7 @@ def test_postgres_statement_log_alone_fails_single_writer_without_fencing(pg: Pg
         await pg.query("postgres", f'alter database "{db}" set log_statement = \'mod\'')
         await pg.query(db, "create table hc_probe (id bigserial primary key, by text)")
         log_from = (pg.root / "log").stat().st_size
-        fw = [await WireForwarder(pg.port).start() for _ in range(2)]
-        slow = replace(TEST_TIMERS, lock_check=3.0, passive_check=0.2)
-        nodes = [ParticipantNode(node_config("participant", rep, "p1", f"{pg.dsn(db, f.port)}?application_name={rep}",
-                                             endpoints=NO_SEQ, bugs=bugs, timers=slow))
-                 for rep, f in zip(("p1a", "p1b"), fw, strict=True)]
+        fw, nodes = await _pair(pg, db, bugs)
         old, new = nodes
         stop = asyncio.Event()
         loads: list[asyncio.Task[None]] = []
