@@ -57,3 +57,22 @@ def test_disjoint_write_sessions_pass_and_an_overlap_fails() -> None:
 def test_no_logged_write_is_unknown_never_pass() -> None:
     r = check_single_writer([], CheckContext(evidence=["pglog"]))
     assert r.verdict == "unknown"
+
+
+def test_a_write_the_server_refused_is_not_a_write() -> None:
+    """log_statement logs a statement before it runs: one a read-only former primary refuses (seen live on the
+    small target's former-primary-trap: a false FAIL of invariant 1) is followed by an ERROR of its session."""
+    refused = """\
+1764600000.100|p1a|6760b2a0.1f4|LOG:  execute <unnamed>: insert into p_requests (id) values ($1)
+1764600000.100|p1a|6760b2a0.1f4|DETAIL:  parameters: $1 = '1'
+1764600000.101|p1b|6760b2a1.1f5|LOG:  execute <unnamed>: insert into p_requests (id) values ($1)
+1764600000.101|p1a|6760b2a0.1f4|ERROR:  cannot execute INSERT in a read-only transaction
+1764600000.101|p1a|6760b2a0.1f4|STATEMENT:  insert into p_requests (id) values ($1)
+1764600000.200|p1a|6760b2a0.1f4|LOG:  execute <unnamed>: insert into p_requests (id) values ($1)
+1764600000.300|p1a|6760b2a0.1f4|LOG:  statement: select 1
+1764600000.400|p1a|6760b2a0.1f4|LOG:  execute <unnamed>: update ha_epochs set writes = 1
+1764600000.401|p1a|6760b2a0.1f4|FATAL:  terminating connection due to administrator command
+"""
+    sessions = sessions_from_logs({"pg1": refused}, {"p1": ["p1a", "p1b"]})
+    assert [(s["replica"], s["first_ms"], s["last_ms"], s["writes"]) for s in sessions] == [
+        ("p1b", 1764600000101, 1764600000101, 1), ("p1a", 1764600000200, 1764600000200, 1)]
