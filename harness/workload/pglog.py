@@ -15,7 +15,8 @@ per write session: replica, database, session, first and last write time, write 
 (``harness.checkers.pglog``) then needs no sampling assumption: with correct fencing every write session of the
 old active ends before the new active's first write.
 
-What counts as a write: a logged statement whose text starts with INSERT, UPDATE, DELETE, MERGE or COPY, or a
+What counts as a write: a logged statement that the server did not refuse (no ERROR of its session follows it)
+whose text starts with INSERT, UPDATE, DELETE, MERGE or COPY, or a
 WITH query that contains one of them. DDL (``CREATE TABLE IF NOT EXISTS`` at a node's start-up, which every
 replica runs, active or not) is logged by ``mod`` too and is left out.
 """
@@ -29,10 +30,14 @@ from typing import Any
 
 #: the ``log_line_prefix`` the reference PostgreSQL image sets (compose/images/postgres/entrypoint.sh)
 LOG_LINE_PREFIX = "%n|%a|%c|"
-_LINE = re.compile(r"(?P<t>\d{9,}\.\d{3})\|(?P<app>[^|\s]*)\|(?P<session>[0-9a-f]+\.[0-9a-f]+)\|"
-                   r"(?P<level>[A-Z]+):\s+(?:statement|execute [^:]*):\s*(?P<sql>.*)$")
+_PREFIXED = re.compile(r"(?P<t>\d{9,}\.\d{3})\|(?P<app>[^|\s]*)\|(?P<session>[0-9a-f]+\.[0-9a-f]+)\|"
+                       r"(?P<level>[A-Z]+):\s+(?P<rest>.*)$")
+_STATEMENT = re.compile(r"^(?:statement|execute [^:]*):\s*(?P<sql>.*)$")
 _WRITE = re.compile(r"^\s*(insert|update|delete|merge|copy)\b", re.IGNORECASE)
 _CTE_WRITE = re.compile(r"^\s*with\b.*\b(insert\s+into|update\s+\S+\s+set|delete\s+from)\b", re.IGNORECASE)
+#: a statement that ends in one of these did not write (``log_statement`` logs a statement before it runs: a
+#: read-only standby refuses the write after it was logged)
+_FAILED = {"ERROR", "FATAL", "PANIC"}
 
 
 @dataclass
@@ -55,23 +60,42 @@ def is_write(sql: str) -> bool:
 
 def parse(lines: Iterable[str], replicas: set[str], server: str,
           since_ms: int | None = None) -> dict[tuple[str, str], WriteSession]:
-    """Write sessions of ``replicas`` in one server's log lines (from ``since_ms`` on), by (replica, session)."""
+    """Write sessions of ``replicas`` in one server's log lines (from ``since_ms`` on), by (replica, session).
+
+    A logged write counts once its session logs its next statement, or nothing more: if an ERROR (or FATAL)
+    line of the session comes first, the server refused it and it is dropped."""
     out: dict[tuple[str, str], WriteSession] = {}
-    for line in lines:
-        m = _LINE.search(line)
-        if m is None or m.group("app") not in replicas or not is_write(m.group("sql")):
-            continue
-        sec, ms = m.group("t").split(".")
-        t_ms = int(sec) * 1000 + int(ms)
-        if since_ms is not None and t_ms < since_ms:
-            continue
-        key = (m.group("app"), m.group("session"))
+    pending: dict[tuple[str, str], int] = {}   # (replica, session) -> time of its logged, not yet settled write
+
+    def settle(key: tuple[str, str]) -> None:
+        t_ms = pending.pop(key, None)
+        if t_ms is None:
+            return
         ws = out.get(key)
         if ws is None:
-            out[key] = WriteSession(m.group("app"), m.group("session"), server, t_ms, t_ms, 1)
+            out[key] = WriteSession(key[0], key[1], server, t_ms, t_ms, 1)
         else:
             ws.first_ms, ws.last_ms = min(ws.first_ms, t_ms), max(ws.last_ms, t_ms)
             ws.writes += 1
+
+    for line in lines:
+        m = _PREFIXED.search(line)
+        if m is None or m.group("app") not in replicas:
+            continue
+        key = (m.group("app"), m.group("session"))
+        if m.group("level") in _FAILED:
+            pending.pop(key, None)
+            continue
+        stmt = _STATEMENT.match(m.group("rest")) if m.group("level") == "LOG" else None
+        if stmt is None:
+            continue  # DETAIL, STATEMENT, HINT ... lines of the statement before
+        settle(key)
+        sec, ms = m.group("t").split(".")
+        t_ms = int(sec) * 1000 + int(ms)
+        if is_write(stmt.group("sql")) and (since_ms is None or t_ms >= since_ms):
+            pending[key] = t_ms
+    for key in list(pending):
+        settle(key)
     return out
 
 
