@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.faults.kinds import kind as module_kind
 from harness.history import Event
 from harness.plans.strategies import GENERATED_KINDS, LINK_KINDS
 from harness.topology.model import TopologyModel, model_for_profile, reference_model
@@ -94,7 +95,10 @@ def universe(model: TopologyModel | None = None, kinds: Sequence[str] = GENERATE
     pair_actives = [r for r in services if r.endswith(".active")]
     rows: list[Row] = []
     for kind in kinds:
-        if kind in ("toxic", "link_down"):
+        defined = module_kind(kind)
+        if defined is not None:
+            roles = defined.coverage_roles(model, services) if defined.applicable(model) else []
+        elif kind in ("toxic", "link_down"):
             roles = link_roles(model)
         elif kind == "former_primary_trap":
             roles = link_roles(model, ("db",))

@@ -36,6 +36,7 @@ from psycopg import sql
 from harness.client.api import admin_client
 from harness.client.json_api import Indeterminate
 from harness.errors import HarnessError
+from harness.faults import kinds
 from harness.faults.proxy_client import FaultProxyClient, FaultProxyError, ProxyNotFound
 from harness.plans.injector import Effects, Resolution, default_effects
 from harness.plans.schema import StepBase
@@ -103,6 +104,17 @@ class LiveInjector:
         if self._proxy is None:
             self._proxy = FaultProxyClient(self.topo.url("faultproxy", 8474), timeout=5)
         return self._proxy
+
+    def container(self, service: str):
+        """The service's container, freshly inspected (for the fault kinds of ``harness.faults.kinds``)."""
+        return self._container(service)
+
+    def container_or_none(self, service: str):
+        """The service's container, or None when it has none (for undoing a fault: nothing left to undo)."""
+        try:
+            return self._container(service)
+        except (HarnessError, NotFound):
+            return None
 
     def _container(self, service: str):
         """The service's container, freshly inspected. Known containers are re-inspected by id (one Docker call);
@@ -221,7 +233,9 @@ class LiveInjector:
     # --- the protocol --------------------------------------------------------------------------------------
     def apply(self, step: StepBase, resolved: Resolution) -> LiveApplied:
         kind = step.kind_name
-        handler = getattr(self, f"_apply_{kind}", None)
+        module_kind = kinds.kind(kind)
+        handler = (lambda st, res: module_kind.apply(self, st, res)) if module_kind is not None \
+            else getattr(self, f"_apply_{kind}", None)
         if handler is None:
             raise HarnessError(f"fault kind {kind!r} is not supported by the live injector")
         primary = pg.leader(self.topo) if kind in ("db_failover", "former_primary_trap") else None
@@ -239,7 +253,10 @@ class LiveInjector:
         fid = entry.get("id") or record.get("fault_id", "")
         resolved = entry.get("resolved") or []
         mode = record.get("mode") if kind == "db_failover" else None
-        if kind == "toxic":
+        module_kind = kinds.kind(str(kind))
+        if module_kind is not None:
+            module_kind.heal(self, record, list(resolved), fid)
+        elif kind == "toxic":
             for link in resolved:
                 self._remove_toxic(link, fid)
         elif kind == "link_down":

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.plans.schema import StepBase
+from harness.plans.stepbase import StepBase
 from harness.topology.model import TopologyModel
 
 
@@ -89,6 +89,11 @@ def default_effects(step: StepBase, resolved: Resolution, model: TopologyModel,
     cuts those paths through the proxies).
     """
     kind = step.kind_name
+    from harness.faults.kinds import kind as module_kind  # here: the kinds' modules build on this module
+
+    defined = module_kind(kind)
+    if defined is not None:
+        return defined.effects(step, resolved, model)
     links = {lk.name: lk for lk in model.links}
     cuts_db: list[str] = []
     cuts_seq: list[str] = []

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.errors import HarnessError
+from harness.faults.kinds import kind as module_kind
 from harness.plans.loader import dump_plan
 from harness.plans.schema import Plan, plan_to_data, validate_plan
 from harness.plans.targets import Selector, SelectorError, StepRef, parse, substitute_steps
@@ -124,6 +125,10 @@ def _renumber(data: dict[str, Any], removed: set[int], plan: Plan) -> dict[str, 
 
 
 def _weaker_params(kind: str, params: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    defined = module_kind(kind)
+    if defined is not None:
+        yield from defined.weaker(params)
+        return
     attrs = params.get("attributes", {})
     if kind == "toxic":
         typ = params.get("type")

@@ -19,13 +19,16 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from harness.faults.kinds import kind as module_kind
+from harness.faults.kinds import registered
 from harness.plans.schema import KINDS, Plan, validate_plan
 from harness.topology.model import TopologyModel
 
 LINK_KINDS = ("toxic", "link_down", "former_primary_trap")
 #: kinds Hypothesis draws from by default. ``db_setting`` is left out: a meaningful setting is a deliberate
 #: scenario (see fault_plans/bad-db-setting.yaml), not something to sample blindly.
-GENERATED_KINDS = tuple(k for k in KINDS if k != "db_setting")
+#: The kinds defined one module each (``harness.faults.kinds``) say themselves whether they are drawn.
+GENERATED_KINDS = tuple(k for k in KINDS if k != "db_setting" and (module_kind(k) is None or registered()[k].generated))
 INSTANT_KINDS = ("restart", "set_passive")
 HALF_SECONDS = st.integers(0, 10**6)
 #: roles a plan can be limited to (``fault_plans(roles=...)``): the roles of the services faults hit. The load
@@ -176,6 +179,9 @@ def toxic_params() -> st.SearchStrategy[dict[str, Any]]:
 
 
 def params_for(kind: str, model: TopologyModel) -> st.SearchStrategy[dict[str, Any] | None]:
+    defined = module_kind(kind)
+    if defined is not None:
+        return defined.params(model)
     if kind == "toxic":
         return toxic_params()
     if kind == "partition":
@@ -194,6 +200,9 @@ def params_for(kind: str, model: TopologyModel) -> st.SearchStrategy[dict[str, A
 
 
 def target_for(kind: str, model: TopologyModel) -> st.SearchStrategy[str | None]:
+    defined = module_kind(kind)
+    if defined is not None:
+        return defined.target(model)
     if kind in ("toxic", "link_down"):
         return link_targets(model)
     if kind == "former_primary_trap":
@@ -218,6 +227,9 @@ def applicable_kinds(model: TopologyModel, kinds: Sequence[str]) -> list[str]:
         if k == "db_failover" and len(model.by_role("postgres")) < 2:
             continue
         if k == "partition" and len(model.services) < 2:
+            continue
+        defined = module_kind(k)
+        if defined is not None and not defined.applicable(model):
             continue
         out.append(k)
     if not out:
