@@ -58,6 +58,10 @@ class NodeAdmin(Protocol):
 
     def set_passive(self) -> tuple[int, str]: ...
 
+    def clock_s(self) -> float | None:
+        """The node's own wall clock, in unix seconds (None: it does not answer or does not say)."""
+        ...
+
 
 class NodeHealth(Protocol):
     async def ready(self) -> bool | None: ...

@@ -274,13 +274,23 @@ class NodeAdminSync:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
 
-    def role(self) -> str | None:
-        """The replica's own view of its role (``active``, ``passive``, ...); None when it does not answer."""
+    def _status(self) -> dict[str, Any] | None:
         try:
             data = requests.get(self.base + "/admin/status", timeout=self.timeout).json()
         except (requests.RequestException, ValueError):
             return None
-        return str(data.get("role")) if isinstance(data, dict) else None
+        return data if isinstance(data, dict) else None
+
+    def role(self) -> str | None:
+        """The replica's own view of its role (``active``, ``passive``, ...); None when it does not answer."""
+        data = self._status()
+        return None if data is None else str(data.get("role"))
+
+    def clock_s(self) -> float | None:
+        """The node's wall clock (``clock_us`` of its status: the clock its protocol uses), in unix seconds."""
+        data = self._status()
+        value = None if data is None else data.get("clock_us")
+        return value / 1e6 if isinstance(value, int | float) else None
 
     def set_passive(self) -> tuple[int, str]:
         """Ask the replica to step down (manual switchover); (HTTP status, body text). Raises

@@ -109,6 +109,22 @@ class LiveInjector:
         """The service's container, freshly inspected (for the fault kinds of ``harness.faults.kinds``)."""
         return self._container(service)
 
+    def ip(self, service: str) -> str:
+        """The service's address on the project network."""
+        return self._ip(service)
+
+    def insert_rules(self, service: str, rules: list[list[str]]) -> None:
+        """Insert iptables ``rules`` (each: chain first, no ``-I``) in the service's network namespace, in one
+        ``iptables-restore``. Name each rule after its fault id (``-m comment --comment ID``): that is how
+        ``rules_with`` and ``remove_rules`` find them."""
+        self._insert_rules(service, rules)
+
+    def rules_with(self, service: str, fault_id: str) -> list[str]:
+        return self._rules_with(service, fault_id)
+
+    def remove_rules(self, services: list[str], fault_id: str) -> None:
+        self._remove_rules(services, fault_id)
+
     def container_or_none(self, service: str):
         """The service's container, or None when it has none (for undoing a fault: nothing left to undo)."""
         try:
@@ -266,7 +282,7 @@ class LiveInjector:
             for link, upstream in (record.get("upstreams") or {}).items():
                 self.proxy.update_proxy(link, upstream=upstream)
         elif kind == "partition":
-            # PostgreSQL members get rules even when only pg-lb was named (see _cut_proxied): sweep them too
+            # PostgreSQL members get rules even when only pg-lb was named (see _cut_paths): sweep them too
             self._remove_rules(sorted(set(record.get("services") or resolved)
                                       | set(self.topo.model.replicas("postgres"))), fid)
         elif mode == "isolate_primary":
@@ -325,22 +341,28 @@ class LiveInjector:
 
     # --- network partitions -------------------------------------------------------------------------------
     def _apply_partition(self, step: Any, res: Resolution) -> tuple[Callable[[], bool], dict]:
-        """iptables DROP between the groups' containers; and through the proxies (see ``_cut_proxied``)."""
+        """iptables DROP between the groups' containers; and through the proxies (see ``_cut_paths``)."""
         groups = res.groups or []
         services = sorted({s for g in groups for s in g})
         one_way = step.params.direction == "one_way"
-        # Rules go in one by one, in this order, NOT batched (``_batched``): the node-side cut of a node's DB
-        # link must be in place before its server-side sessions are listed (``_cut_proxied``), or a session the
-        # node opens meanwhile escapes both - seen live on correct nodes (active-participant-cut-from-db, FAIL 10:
-        # an unlisted writer session of the old active kept the writers lock for the whole partition).
-        for gi, group in enumerate(groups):
-            others = [s for gj, g in enumerate(groups) if gj != gi for s in g]
-            if one_way and gi == 0:
-                continue  # one way: only the other groups drop what comes from the first group
-            sources = groups[0] if one_way else others
-            for svc in group:
-                self._drop_from(svc, sources, res.fault_id)
-        touched = set(self._cut_proxied(groups, one_way, res.fault_id))
+        # Two phases, each one batch (one iptables-restore per service, all in parallel). The node side of every
+        # cut path must be in place before the server-side sessions are listed (phase 2), or a session the node
+        # opens meanwhile escapes both cuts - seen live on correct nodes when one batch did both (active-participant-
+        # cut-from-db, FAIL 10: an unlisted writer session of the old active kept the writers lock).
+        with self._batched(services):
+            for gi, group in enumerate(groups):
+                others = [s for gj, g in enumerate(groups) if gj != gi for s in g]
+                if one_way and gi == 0:
+                    continue  # one way: only the other groups drop what comes from the first group
+                sources = groups[0] if one_way else others
+                for svc in group:
+                    self._drop_from(svc, sources, res.fault_id)
+            node_side, server_side = self._cut_paths(groups, one_way, res.fault_id)
+        cut_members: list[str] = []
+        if server_side:
+            with self._batched(sorted({m for m, _, _, _ in server_side})):
+                cut_members = self._cut_sessions(server_side, res.fault_id)
+        touched = set(node_side) | set(cut_members)
         receivers = [s for g in (groups[1:] if one_way else groups) for s in g] + sorted(touched)
         services = sorted(set(services) | touched)
 
@@ -352,17 +374,20 @@ class LiveInjector:
 
         return verify, {"services": services}
 
-    def _cut_proxied(self, groups: list[list[str]], one_way: bool, fault_id: str) -> list[str]:
+    def _cut_paths(self, groups: list[list[str]], one_way: bool,
+                   fault_id: str) -> tuple[list[str], list[tuple[str, str, bool, bool]]]:
         """A node reaches PostgreSQL and the sequencers only through the fault proxy (and pg-lb), so container
         rules between a node and those services cut nothing. A partition between them means the paths: the
-        node's links to them are dropped at the node (no new connection gets through) and, towards PostgreSQL,
-        the node's open sessions go silent at the database server (rules on the ports pg-lb uses for them).
-        The server then sees what it would see of a dead or partitioned peer on a direct connection, and only
-        TCP keepalives tell it: whether it notices, and when, depends on the settings the node chose.
-        Returns the services that got rules."""
+        node's links to them are dropped at the node (no new connection gets through; added here) and, towards
+        PostgreSQL, the node's open sessions go silent at the database server (``_cut_sessions``, once the node
+        side is in place). The server then sees what it would see of a dead or partitioned peer on a direct
+        connection, and only TCP keepalives tell it: whether it notices, and when, depends on the settings the
+        node chose. Returns the nodes that got rules, and (member, node, to_other, from_other) per PostgreSQL
+        member whose sessions of a node must be cut."""
         model = self.topo.model
         pg_roles = ("postgres", "pg-lb")
         touched: list[str] = []
+        sessions: list[tuple[str, str, bool, bool]] = []
         pairs = [(a, b) for gi, ga in enumerate(groups) for gj, gb in enumerate(groups) if gi != gj
                  and (not one_way or gi == 0 or gj == 0) for a in ga for b in gb]
         fp_ip: str | None = None
@@ -384,14 +409,25 @@ class LiveInjector:
             touched.append(node)
             if role in pg_roles:
                 members = model.replicas("postgres") if role == "pg-lb" else [other]
-                for member in members:
-                    for addr, port in self._sessions_of(member, node):
-                        if to_other:
-                            self._drop_port(member, "INPUT", addr, port, "sport", fault_id)
-                        if from_other:
-                            self._drop_port(member, "OUTPUT", addr, port, "dport", fault_id)
-                        touched.append(member)
-        return sorted(set(touched))
+                sessions += [(member, node, to_other, from_other) for member in members]
+        return sorted(set(touched)), sessions
+
+    def _cut_sessions(self, cuts: list[tuple[str, str, bool, bool]], fault_id: str) -> list[str]:
+        """Silence at each PostgreSQL member the sessions a node has open there (listed in parallel); returns
+        the members that got rules."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            listed = list(pool.map(lambda c: self._sessions_of(c[0], c[1]), cuts))
+        touched: set[str] = set()
+        for (member, _node, to_other, from_other), sessions in zip(cuts, listed, strict=True):
+            for addr, port in sessions:
+                if to_other:
+                    self._drop_port(member, "INPUT", addr, port, "sport", fault_id)
+                if from_other:
+                    self._drop_port(member, "OUTPUT", addr, port, "dport", fault_id)
+                touched.add(member)
+        return sorted(touched)
 
     def _sessions_of(self, member: str, replica: str) -> list[tuple[str, int]]:
         """(peer address, peer port) of ``replica``'s sessions on PostgreSQL ``member`` (by application_name),

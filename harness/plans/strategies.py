@@ -50,7 +50,7 @@ def restrict(model: TopologyModel, roles: Collection[str]) -> TopologyModel:
     links = tuple(lk for lk in model.links if lk.client in names)
     if links:
         keep += model.by_role("faultproxy")
-    return TopologyModel(tuple(keep), links)
+    return TopologyModel(tuple(keep), links, model.clock_roles)
 
 
 def weighted(options: Sequence[tuple[int, st.SearchStrategy[Any]]]) -> st.SearchStrategy[Any]:

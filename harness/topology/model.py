@@ -51,6 +51,8 @@ class Link:
 class TopologyModel:
     services: tuple[Service, ...]
     links: tuple[Link, ...] = field(default_factory=tuple)
+    #: roles whose nodes' clocks the harness can skew (the target's ``clock``; the ``clock`` fault kind)
+    clock_roles: tuple[str, ...] = ()
 
     # --- lookups -------------------------------------------------------------------------------------
     def service(self, name: str) -> Service:

@@ -80,6 +80,13 @@ class LinkRules(_Strict):
     sequencer: SequencerLinks | None = None
 
 
+class ClockControl(_Strict):
+    file: str = Field(pattern=r"^/\S+$", description="absolute path, inside each container of these roles, of the "
+                      "file the node's wall clock reads its skew from: JSON {offset_s, drift, since} (see "
+                      "harness/sut/common/clock.py); the harness writes it through the Docker API")
+    roles: list[RoleName] = Field(min_length=1, description="roles whose nodes read it")
+
+
 class Target(_Strict):
     version: Literal[1]
     name: str = Field(pattern=NAME)
@@ -92,6 +99,8 @@ class Target(_Strict):
     endpoints: dict[RoleName, dict[str, Endpoint]] = Field(default_factory=dict)
     links: LinkRules | None = None
     evidence: list[Literal["node", "pg", "pglog"]] = Field(default_factory=lambda: ["node"])
+    clock: ClockControl | None = Field(default=None, description="how the harness skews a node's clock (the `clock` "
+                                       "fault kind); none: clock faults do not apply to this target")
 
     @model_validator(mode="after")
     def _cross_check(self) -> Target:
@@ -130,7 +139,8 @@ class Target(_Strict):
         database tier only (etcd, PostgreSQL, its balancer)."""
         services = tuple(Service(s.name, s.role, s.node or (s.role if s.role in ROLE_NODES else None))
                          for s in self.services if profile == "full" or s.role in DB_TIER)
-        return TopologyModel(services, self._links() if profile == "full" else ())
+        clock_roles = tuple(self.clock.roles) if self.clock is not None and profile == "full" else ()
+        return TopologyModel(services, self._links() if profile == "full" else (), clock_roles)
 
     def _links(self) -> tuple[Link, ...]:
         if self.links is None:

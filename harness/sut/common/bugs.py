@@ -22,6 +22,7 @@ KNOWN_BUGS = frozenset({
     "no_resubscribe",        # the sequencer client treats a lost subscription as final and never re-subscribes
     "write_behind_submit",   # a submission is acknowledged before its in-flight record is written (write-behind)
     "sequence_late_sends",   # sequencers sequence a send that reaches them after its max-sequencing-time
+    "wall_clock_timestamps",  # a sequencer trusts its wall clock to never go back: no max(now, last + n) guard
 })
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from harness.sut.common import clock
 from harness.sut.common.log import log
 
 
@@ -42,7 +43,8 @@ def health_app(src: HealthSource) -> web.Application:
         return _probe(src.live)
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(await src.status())
+        # the node's wall clock with every status: how a clock fault is seen to have taken (harness.faults.kinds)
+        return web.json_response({**await src.status(), "clock_us": clock.wall_us()})
 
     async def evidence(_: web.Request) -> web.Response:
         try:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from harness.sut.common import clock
 from harness.sut.common.config import NodeConfig
 from harness.sut.common.db import (
     LOCK_SEQ_INDEX_BASE,
@@ -79,7 +79,8 @@ def parse_signal(payload: str) -> tuple[bool, int, int] | None:
 
 
 def now_us() -> int:
-    return time.time_ns() // 1000
+    """The sequencer's wall clock (its timestamps and its view of peers' watermarks: clocks are assumed in sync)."""
+    return clock.wall_us()
 
 
 class MarkedOffline(Exception):
@@ -118,6 +119,7 @@ class SequencerWriter:
         #: BUG ``sequence_late_sends``: max-sequencing-time is not enforced; a send that reaches the writer after
         #: it is sequenced anyway, although its sender may already have timed it out (NOT_SEQUENCED_TIMEOUT)
         self.late_ok = "sequence_late_sends" in cfg.bugs
+        self.clock_trusted = "wall_clock_timestamps" in cfg.bugs
 
     # --- instance lifecycle ------------------------------------------------------------------------------
     async def _connect(self) -> asyncpg.Connection:
@@ -209,7 +211,10 @@ class SequencerWriter:
 
     def _next_ts(self) -> int:
         assert self.index is not None
-        self.last_ts = next_timestamp(now_us(), self.last_ts, self.n, self.index)
+        # bug switch wall_clock_timestamps: trust the wall clock to only move forward (a clock stepped back then
+        # hands out timestamps below the ones already written and below the instance's own watermark)
+        last = 0 if self.clock_trusted else self.last_ts
+        self.last_ts = next_timestamp(now_us(), last, self.n, self.index)
         return self.last_ts
 
     async def _write_batch(self, items: list[SendRequest]) -> None:

@@ -196,6 +196,60 @@ def test_db_setting_is_set_and_reverted(live) -> None:
     assert not any(c.startswith("work_mem=") for c in settings())
 
 
+def _cfs_quota(topo: Topology, service: str) -> str:
+    """The CPU quota the container's own cgroup holds (cgroup v1 or v2), read from inside it."""
+    code = ("cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max")
+    _, out = topo.container(service).exec_run(["sh", "-c", code])
+    return out.decode().strip()
+
+
+def test_slow_node_squeezes_the_cpu_quota_and_gives_it_back(live) -> None:
+    topo, inj = live
+    assert _cfs_quota(topo, "p1a") in ("-1", "max")
+    applied = inj.apply(_step(topo, "slow_node", target="p1a", duration=5, params={"cpus": 0.05}), _res(["p1a"]))
+    assert applied.verify()
+    assert _cfs_quota(topo, "p1a") == "5000"  # 5 ms per 100 ms period
+    applied.undo()
+    assert _cfs_quota(topo, "p1a") in ("-1", "max")
+    applied.undo()  # idempotent
+
+
+def _sequencer_clock_skew(topo: Topology, service: str) -> float:
+    """How far the sequencer's own clock (what it timestamps with: its /v1/time) is from the host's, in seconds."""
+    import requests
+
+    t0 = time.time()
+    now_us = requests.get(topo.url(service, 7000) + "/v1/time", timeout=5).json()["now_us"]
+    return now_us / 1e6 - (t0 + time.time()) / 2
+
+
+def test_clock_steps_a_sequencer_clock_and_puts_it_right(live) -> None:
+    topo, inj = live
+    assert abs(_sequencer_clock_skew(topo, "seq1")) < 0.5
+    applied = inj.apply(_step(topo, "clock", target="seq1", duration=5, params={"offset_s": -30}), _res(["seq1"]))
+    assert applied.verify()
+    assert abs(_sequencer_clock_skew(topo, "seq1") + 30) < 0.5
+    assert abs(_sequencer_clock_skew(topo, "seq2")) < 0.5  # only the target is skewed
+    applied.undo()
+    deadline = time.monotonic() + 5
+    while abs(_sequencer_clock_skew(topo, "seq1")) >= 0.5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert abs(_sequencer_clock_skew(topo, "seq1")) < 0.5
+
+
+def test_packet_loss_drops_what_a_service_exchanges_with_its_peers(live) -> None:
+    topo, inj = live
+    assert _reaches(topo, "p1a", "faultproxy", 8474)
+    applied = inj.apply(_step(topo, "packet_loss", target="p1a", duration=5, params={"probability": 1.0}),
+                        _res(["p1a"]))
+    assert applied.verify()
+    assert not _reaches(topo, "p1a", "faultproxy", 8474)
+    assert _reaches(topo, "p1b", "faultproxy", 8474)  # only the target
+    applied.undo()
+    assert _reaches(topo, "p1a", "faultproxy", 8474)
+    applied.undo()  # idempotent
+
+
 def test_live_view_sees_roles(live) -> None:
     topo, _ = live
     view = LiveView(topo)

@@ -52,7 +52,7 @@ def test_the_live_injector_routes_apply_and_heal_of_a_module_kind_to_it(monkeypa
     from harness.faults.live import LiveInjector
 
     calls: list[tuple[str, Any]] = []
-    name = MODULE_KINDS[0]
+    name = "slow_node"
     kind = registered()[name]
     monkeypatch.setattr(kind, "apply", lambda live, step, res: (calls.append(("apply", res.targets))
                                                                  or (lambda: True, {"services": res.targets})))

@@ -99,6 +99,8 @@ def test_every_kind_has_a_valid_minimal_step() -> None:
         "former_primary_trap": {"target": "db_link(active(p2))"}, "set_passive": {"target": "active(med1)"},
         "db_setting": {"target": "active(p1)", "params": {"setting": "search_path", "value": "nowhere"}},
         "slow_node": {"target": "primary(postgres)", "params": {"cpus": 0.1}},
+        "clock": {"target": "any(sequencer)", "params": {"offset_s": -3}},
+        "packet_loss": {"target": "active(p1)", "params": {"probability": 0.2}},
     }
     assert set(examples) == set(KINDS)
     for kind, extra in examples.items():

@@ -54,7 +54,7 @@ def test_generated_plans_execute_on_fakes_without_leaks(plan: Plan) -> None:
 @given(fault_plans(postgres_model(), kinds=KINDS))
 def test_the_postgres_profile_gets_only_kinds_it_can_take(plan: Plan) -> None:
     assert {s.kind_name for s in plan.steps} <= {"partition", "kill", "stop", "pause", "restart", "db_failover",
-                                                 "slow_node"}
+                                                 "slow_node", "packet_loss"}
 
 
 @settings(settings.get_profile("unit"), max_examples=40)
