@@ -67,3 +67,31 @@ def test_a_workload_task_that_dies_is_recorded_not_swallowed(tmp_path: Path) -> 
     assert w.crashes and "IndexError" in w.crashes[0] and "dies" in w.crashes[0]
     w.h.close()
     assert "workload_error" in (tmp_path / "h.jsonl").read_text()
+
+
+def test_the_sequencer_reader_moves_on_when_a_sequencer_refuses_the_subscription(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen live (clock-steps with wall_clock_timestamps): a sequencer that does not serve refuses a subscription
+    with 503 UNAVAILABLE, and the harness's reader died of it (a harness error) instead of trying the next one."""
+    from harness.client.json_api import StreamEnded
+    from harness.workload import runner
+
+    w = Workload(FakeEndpoints(reference_target()), HistoryWriter(tmp_path / "h.jsonl"),  # type: ignore[arg-type]
+                 WorkloadConfig())
+    w.ep.sequencer = lambda seq: f"http://{seq}"  # type: ignore[attr-defined]
+    tried: list[str] = []
+
+    class Refusing:
+        def __init__(self, url: str, session: Any, timeout: float) -> None:
+            self.url = url
+
+        async def subscribe(self, member: str, frm: int, idle_timeout: float):  # type: ignore[no-untyped-def]
+            tried.append(self.url)
+            if len(tried) >= 3:
+                w._stop_all.set()
+            raise StreamEnded("UNAVAILABLE", None)
+            yield {}
+
+    monkeypatch.setattr(runner, "SequencerApiClient", Refusing)
+    asyncio.run(asyncio.wait_for(w._seq_reader("p1"), 10))
+    assert tried == ["http://seq1", "http://seq2", "http://seq3"]
