@@ -439,6 +439,8 @@ class Workload:
                                                   **{k: ev.get(k) for k in ("counter", "ts", "prev_ts",
                                                                             "safe_watermark", "payload_hash")}})
                     last = ev.get("counter", last)
+            except StreamEnded as exc:  # refused (not serving: 503 UNAVAILABLE) or ended by the sequencer
+                self.h.info(proc, "seq_stream_ended", {"member": member, "sequencer": seq, "error": exc.error})
             except (TimeoutError, Indeterminate, aiohttp.ClientError, ValueError):
                 pass
             i += 1  # re-subscribe to the next sequencer, as the model's sequencer client does
