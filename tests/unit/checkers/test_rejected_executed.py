@@ -205,3 +205,24 @@ def test_clean_synthetic_runs_contain_rejections_and_retries_after_them() -> Non
     assert rejected & accepted and rejected - accepted
     r = check_acknowledged_completes(run.events)
     assert r.verdict == "pass" and r.metrics["definite_rejections"] == sum(c["status"] in DEFINITE for c in comps)
+
+
+def test_a_submit_refused_at_once_that_is_executed_anyway_fails() -> None:
+    """A ``fail`` submit is a promise: not accepted (retryable UNAVAILABLE, or a definite refusal). A node that
+    times out its own write and answers a refusal while the write goes on and commits breaks it: the submission's
+    OK completion and transaction follow. Issue 15: a realistic bug class no bug switch covered."""
+    h = [*streams(), *submit(0, "s1", "fail"), completion(1.0, "s1", "OK", 1, offset=1, tx_id="r1"),
+         transaction(1.0, "p1", 1, "r1"), transaction(1.01, "p2", 1, "r1"), end(100)]
+    r = check_acknowledged_completes(h)
+    assert r.verdict == "fail", r.explanation
+    assert "refused" in r.explanation and r.metrics["refused_executed"] == 1
+    assert {w["f"] for w in r.witnesses} == {"submit", "completion"}
+
+
+def test_a_refused_submit_whose_retry_is_executed_passes() -> None:
+    h = [*streams(), *submit(0, "s1", "fail"), *submit(0.5, "s2"),
+         completion(1.0, "s2", "OK", 1, offset=1, tx_id="r2"), transaction(1.0, "p1", 1, "r2"),
+         transaction(1.01, "p2", 1, "r2"), end(100)]
+    r = check_acknowledged_completes(h)
+    assert r.verdict == "pass", r.explanation
+    assert r.metrics["refused_executed"] == 0
