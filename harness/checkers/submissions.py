@@ -90,6 +90,7 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
     r = resolve(ctx, idx)
     qp = quiet_period(idx, r)
     rex = rejected_executed(idx, qp)
+    refused = refused_executed(idx)
     by_sub: dict[Any, dict[Any, Event]] = defaultdict(dict)
     ok_offset: dict[ChangeKey, Any] = {}
     for ev in idx.completions:
@@ -101,8 +102,10 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
             ok_offset.setdefault(change_key(v), v.get("offset"))
     acked = [op for op in idx.submits if op.outcome is not None and op.outcome.type == "ok"]
     if not acked:
-        if rex.executed:
-            return result("3", "fail", rex.explanation(), rex.witnesses, rex.metrics())
+        if rex.executed or refused:
+            text = "; ".join(x for x in (rex.explanation() if rex.executed else "", _refused_text(refused)) if x)
+            return result("3", "fail", text, rex.witnesses + _refused_witnesses(refused),
+                          {**rex.metrics(), "refused_executed": len(refused)})
         return result("3", "unknown", "no submit was acknowledged: nothing to check")
     # a participant whose completion stream the harness never subscribed to cannot show a completion: its
     # missing completions are a gap of the harness, not evidence against the node
@@ -149,8 +152,8 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
             dangling += 1
             keep(witnesses, ev, f"duplicate of a change never accepted: {why}")
     metrics = {"acknowledged": len(acked), "lost": lost, "pending": pending, "not_read": unread_n,
-               "duplicates_not_judged": dup_unjudged, **rex.metrics()}
-    if lost or doubled or bad_dup or dangling or rex.executed:
+               "duplicates_not_judged": dup_unjudged, **rex.metrics(), "refused_executed": len(refused)}
+    if lost or doubled or bad_dup or dangling or rex.executed or refused:
         parts = [s for n, s in ((lost, f"{lost} lost"), (doubled, f"{doubled} completed twice"),
                                 (bad_dup, f"{bad_dup} duplicates with a wrong offset"),
                                 (dangling, f"{dangling} duplicates pointing at no transaction of their change "
@@ -158,7 +161,9 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
         text = f"of {len(acked)} acknowledged submits: " + ", ".join(parts) if parts else ""
         if rex.executed:
             text = "; ".join(x for x in (rex.explanation(), text) if x)
-        return result("3", "fail", text, rex.witnesses + witnesses, metrics)
+        if refused:
+            text = "; ".join(x for x in (_refused_text(refused), text) if x)
+        return result("3", "fail", text, _refused_witnesses(refused) + rex.witnesses + witnesses, metrics)
     if unread:
         return result("3", "unknown", f"{plural(unread_n, 'acknowledged submit')} without completion on "
                                       f"{', '.join(sorted(unread))}, whose completion stream was never read",
@@ -181,6 +186,46 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
                  f"not judged)")
     return result("3", "pass", f"all {len(acked) - pending} judged acknowledged submits completed once{note}",
                   metrics=metrics)
+
+
+def refused_executed(idx: HistoryIndex) -> list[tuple[Event, Event]]:
+    """(refusal, OK completion) for each submit answered ``fail`` whose own submission was executed anyway.
+
+    A ``fail`` submit is the node's word that it did not take the submission (NODE_IS_PASSIVE_REPLICA,
+    UNAVAILABLE, SUBMISSION_ALREADY_IN_FLIGHT, a definite refusal): the client may retry or give up on that
+    strength. Its submission id is unique to that attempt, so an OK completion carrying it means the refused
+    attempt itself was executed (e.g. a node that timed out its own write, answered a refusal, and let the write
+    commit). ``info`` submits (unknown outcome) never count."""
+    refused: dict[Any, Event] = {}
+    for op in idx.submits:
+        if op.outcome is not None and op.outcome.type == "fail":
+            sid = op.invoke.value.get("submission_id")
+            if sid is not None:
+                refused[sid] = op.outcome
+    out: list[tuple[Event, Event]] = []
+    seen: set[Any] = set()
+    for ev in idx.completions:
+        sid = ev.value.get("submission_id")
+        if ev.value.get("status") == "OK" and sid in refused and sid not in seen:
+            seen.add(sid)
+            out.append((refused[sid], ev))
+    return out
+
+
+def _refused_text(pairs: list[tuple[Event, Event]]) -> str:
+    if not pairs:
+        return ""
+    return (f"{plural(len(pairs), 'submit')} refused (answered as not accepted) and executed anyway: the "
+            "submission's own OK completion followed - the client was told to retry or give up")
+
+
+def _refused_witnesses(pairs: list[tuple[Event, Event]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for refusal, comp in pairs[:5]:
+        sid = comp.value.get("submission_id")
+        keep(out, refusal, f"submission {sid!r} refused: {refusal.value.get('error')!r}")
+        keep(out, comp, f"submission {sid!r} completed OK at offset {comp.value.get('offset')!r}")
+    return out
 
 
 @dataclass

@@ -23,6 +23,7 @@ KNOWN_BUGS = frozenset({
     "write_behind_submit",   # a submission is acknowledged before its in-flight record is written (write-behind)
     "sequence_late_sends",   # sequencers sequence a send that reaches them after its max-sequencing-time
     "wall_clock_timestamps",  # a sequencer trusts its wall clock to never go back: no max(now, last + n) guard
+    "refuse_on_timeout",     # a submission whose write takes over 1 s is answered UNAVAILABLE; the write goes on
 })
 
 

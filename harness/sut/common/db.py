@@ -29,7 +29,14 @@ DB_NOW_US = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
 
 
 class PassiveInstance(Exception):
-    """A write was attempted by a replica that is not (or no longer) the active one: never silently applied."""
+    """A write was attempted by a replica that is not (or no longer) the active one: never silently applied.
+
+    ``maybe_committed``: an earlier attempt of the same write lost its connection after the statement went out, so
+    it may have committed before the replica turned passive: its outcome is unknown, not a refusal."""
+
+    def __init__(self, *args: object, maybe_committed: bool = False) -> None:
+        super().__init__(*args)
+        self.maybe_committed = maybe_committed
 
 
 class FatalDbError(Exception):

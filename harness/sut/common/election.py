@@ -198,22 +198,34 @@ class Writer:
 
     async def _retried(self, run: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
         cfg = self._election.cfg
+        lost = (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError)
+        unknown = False   # an attempt lost its connection while running: it may have committed
 
         async def once() -> T:
+            nonlocal unknown
             if not self.usable():
-                raise PassiveInstance(what)
+                raise PassiveInstance(what, maybe_committed=unknown)
             try:
                 async with self.pool.acquire() as conn:
-                    return await run(conn)
-            except (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError):
+                    try:
+                        return await run(conn)
+                    except lost:
+                        unknown = True
+                        raise
+            except lost:
                 if not self.usable():      # the pool was terminated under this write: the replica is passive
-                    raise PassiveInstance(what) from None
+                    raise PassiveInstance(what, maybe_committed=unknown) from None
                 await self.pool.expire_connections()   # reconnect (and re-take the shared lock) next time
                 raise
 
-        return await retry(once, what=what, low=cfg.timers.db_retry_min, high=cfg.timers.db_retry_max,
-                           retry_non_transient="retry_non_transient" in cfg.bugs,
-                           health=self._election.storage, keep_going=self.usable)
+        try:
+            return await retry(once, what=what, low=cfg.timers.db_retry_min, high=cfg.timers.db_retry_max,
+                               retry_non_transient="retry_non_transient" in cfg.bugs,
+                               health=self._election.storage, keep_going=self.usable)
+        except PassiveInstance as exc:
+            if unknown and not exc.maybe_committed:   # raised by retry's own keep_going check
+                raise PassiveInstance(*exc.args, maybe_committed=True) from exc
+            raise
 
     async def close(self) -> None:
         self._guard.close()     # first: a connection the pool is still opening no longer takes the lock

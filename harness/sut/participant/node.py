@@ -41,6 +41,10 @@ async def _no_reset(_conn: asyncpg.Connection) -> None:
 _Outcome = tuple[str, DedupEntry | None]   # (decision, the dedup entry it was made from)
 
 
+#: bug switch refuse_on_timeout: how long a submission's write may take before it is (wrongly) answered as refused
+REFUSE_AFTER_S = 1.0
+
+
 @dataclass
 class _Submission:
     req: dict[str, Any]
@@ -290,8 +294,23 @@ class ParticipantNode:
             return 202, {"status": "ACCEPTED", "submission_id": req["submission_id"], "request_id": req["request_id"],
                          "replica": replica, "duplicate": False}
         try:
-            decision, entry = await group.submit(_Submission(req, now, period, mem_entry))
-        except PassiveInstance:
+            pending = group.submit(_Submission(req, now, period, mem_entry))
+            if "refuse_on_timeout" in self.cfg.bugs:
+                # BUG: a slow write is answered as refused while it goes on (and commits) in the background
+                try:
+                    decision, entry = await asyncio.wait_for(asyncio.shield(pending), REFUSE_AFTER_S)
+                except TimeoutError:
+                    return 503, {"error": "UNAVAILABLE", "status": "UNAVAILABLE", "replica": replica,
+                                 "reason": f"submission not recorded within {REFUSE_AFTER_S:g} s"}
+            else:
+                decision, entry = await pending
+        except PassiveInstance as exc:
+            if exc.maybe_committed:
+                # the claim may have committed before this replica turned passive: its outcome is unknown (the
+                # new active takes over what it finds in flight), so it is not refused - as Canton's
+                # REQUEST_TIME_OUT, a client resubmits the command id and deduplication tells
+                return 504, {"error": "REQUEST_TIME_OUT", "status": "DEADLINE_EXCEEDED", "replica": replica,
+                             "reason": "this replica turned passive while recording the submission"}
             return 503, {"error": "NODE_IS_PASSIVE_REPLICA", "status": "UNAVAILABLE", "replica": replica}
         except FatalDbError as exc:
             return 500, {"error": "INTERNAL", "reason": str(exc), "replica": replica}

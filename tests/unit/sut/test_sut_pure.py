@@ -127,7 +127,7 @@ def test_validator_detects_fork_after_resubscribe() -> None:
 # --- config -----------------------------------------------------------------------------------------------
 def test_bug_switches_parse_and_reject_typos() -> None:
     assert parse_bugs("no_fencing, dedup_in_memory") == {"no_fencing", "dedup_in_memory"}
-    assert len(KNOWN_BUGS) == 14
+    assert len(KNOWN_BUGS) == 15
     with pytest.raises(ValueError):
         parse_bugs("no_fenicng")
 
