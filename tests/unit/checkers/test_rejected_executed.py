@@ -219,6 +219,12 @@ def test_a_submit_refused_at_once_that_is_executed_anyway_fails() -> None:
     assert {w["f"] for w in r.witnesses} == {"submit", "completion"}
 
 
+def test_a_refused_submit_that_gets_a_rejection_completion_was_processed_all_the_same() -> None:
+    h = [*streams(), *submit(0, "s1", "fail"), completion(5.0, "s1", "LOCAL_VERDICT_TIMEOUT", 1), end(100)]
+    r = check_acknowledged_completes(h)
+    assert r.verdict == "fail" and r.metrics["refused_executed"] == 1, r.explanation
+
+
 def test_a_refused_submit_whose_retry_is_executed_passes() -> None:
     h = [*streams(), *submit(0, "s1", "fail"), *submit(0.5, "s2"),
          completion(1.0, "s2", "OK", 1, offset=1, tx_id="r2"), transaction(1.0, "p1", 1, "r2"),

@@ -9,6 +9,7 @@ import contextlib
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import pytest
 
 from harness.sut.common.db import PassiveInstance
@@ -51,13 +52,18 @@ def test_passive_before_anything_was_sent_is_a_plain_refusal() -> None:
     assert not getattr(err.value, "maybe_committed", False)
 
 
-def test_passive_after_a_write_whose_reply_was_lost_says_it_may_have_committed() -> None:
+@pytest.mark.parametrize("lost", [ConnectionResetError("connection lost"), TimeoutError(),
+                                  asyncpg.exceptions.ConnectionDoesNotExistError("closed in the middle of operation")],
+                         ids=["reset", "timeout", "closed-mid-operation"])
+def test_passive_after_a_write_whose_reply_was_lost_says_it_may_have_committed(lost: Exception) -> None:
+    """Also asyncpg's ConnectionDoesNotExistError (a PostgresError, not an InterfaceError): what an in-flight query
+    gets when the pool is terminated under it - seen live after the first fix (slow-nodes, correct nodes)."""
     active = {"yes": True}
     w = _writer(active)
 
     async def run(conn: Any) -> None:
         active["yes"] = False          # the statement went out; the connection dies before its reply
-        raise ConnectionResetError("connection lost")
+        raise lost
 
     with pytest.raises(PassiveInstance) as err:
         asyncio.run(w._retried(run, "submit"))
