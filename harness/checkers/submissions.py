@@ -189,13 +189,14 @@ def check_acknowledged_completes(events: list[Event] | HistoryIndex,
 
 
 def refused_executed(idx: HistoryIndex) -> list[tuple[Event, Event]]:
-    """(refusal, OK completion) for each submit answered ``fail`` whose own submission was executed anyway.
+    """(refusal, completion) for each submit answered ``fail`` whose own submission was processed anyway.
 
     A ``fail`` submit is the node's word that it did not take the submission (NODE_IS_PASSIVE_REPLICA,
     UNAVAILABLE, SUBMISSION_ALREADY_IN_FLIGHT, a definite refusal): the client may retry or give up on that
-    strength. Its submission id is unique to that attempt, so an OK completion carrying it means the refused
-    attempt itself was executed (e.g. a node that timed out its own write, answered a refusal, and let the write
-    commit). ``info`` submits (unknown outcome) never count."""
+    strength. Its submission id is unique to that attempt, and only a recorded submission gets a completion, so
+    any completion carrying it (OK: executed; a rejection: processed and rejected) means the refused attempt itself
+    was recorded (e.g. a node that timed out its own write, answered a refusal, and let the write commit).
+    ``info`` submits (unknown outcome) never count."""
     refused: dict[Any, Event] = {}
     for op in idx.submits:
         if op.outcome is not None and op.outcome.type == "fail":
@@ -206,7 +207,7 @@ def refused_executed(idx: HistoryIndex) -> list[tuple[Event, Event]]:
     seen: set[Any] = set()
     for ev in idx.completions:
         sid = ev.value.get("submission_id")
-        if ev.value.get("status") == "OK" and sid in refused and sid not in seen:
+        if sid in refused and sid not in seen:
             seen.add(sid)
             out.append((refused[sid], ev))
     return out
@@ -215,8 +216,8 @@ def refused_executed(idx: HistoryIndex) -> list[tuple[Event, Event]]:
 def _refused_text(pairs: list[tuple[Event, Event]]) -> str:
     if not pairs:
         return ""
-    return (f"{plural(len(pairs), 'submit')} refused (answered as not accepted) and executed anyway: the "
-            "submission's own OK completion followed - the client was told to retry or give up")
+    return (f"{plural(len(pairs), 'submit')} refused (answered as not accepted) and processed anyway: a completion "
+            "of the refused submission followed - the client was told to retry or give up")
 
 
 def _refused_witnesses(pairs: list[tuple[Event, Event]]) -> list[dict[str, Any]]:
@@ -224,7 +225,8 @@ def _refused_witnesses(pairs: list[tuple[Event, Event]]) -> list[dict[str, Any]]
     for refusal, comp in pairs[:5]:
         sid = comp.value.get("submission_id")
         keep(out, refusal, f"submission {sid!r} refused: {refusal.value.get('error')!r}")
-        keep(out, comp, f"submission {sid!r} completed OK at offset {comp.value.get('offset')!r}")
+        keep(out, comp, f"submission {sid!r} completed {comp.value.get('status')} (completion offset "
+                        f"{comp.value.get('completion_offset')!r})")
     return out
 
 

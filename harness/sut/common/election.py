@@ -199,6 +199,9 @@ class Writer:
     async def _retried(self, run: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
         cfg = self._election.cfg
         lost = (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError)
+        #: what a statement gets when its connection goes away under it: it may have committed (a server's ERROR
+        #: reply is definite - rolled back - and is not among these)
+        cut = (*lost, TimeoutError, asyncpg.exceptions.PostgresConnectionError)
         unknown = False   # an attempt lost its connection while running: it may have committed
 
         async def once() -> T:
@@ -209,7 +212,7 @@ class Writer:
                 async with self.pool.acquire() as conn:
                     try:
                         return await run(conn)
-                    except lost:
+                    except cut:
                         unknown = True
                         raise
             except lost:
