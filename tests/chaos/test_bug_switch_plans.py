@@ -49,6 +49,8 @@ CASES = {
     "ack_before_durable": ("slow-db-link", {"4"}),
     "write_behind_submit": ("active-db-blackhole", {"11"}),
     "sequence_late_sends": ("sequencer-link-squeeze", {"3"}),
+    "wall_clock_timestamps": ("clock-steps", {"10", "7", "8"}),
+    "refuse_on_timeout": ("slow-nodes", {"3"}),
 }
 #: the ci budget runs these; nightly runs every case
 CI_CASES = ("dedup_in_memory",)   # one is the smoke (each case starts its own topology); nightly runs all
