@@ -375,3 +375,21 @@ def test_a_late_executor_heals_what_is_overdue_before_a_later_step_waits_for_a_r
     assert not result.harness_error, [s.error for s in result.steps]
     assert [s.state for s in result.steps] == ["healed", "healed", "healed"]
     assert not inj.in_effect
+
+
+def test_a_generated_plan_skips_a_step_whose_target_its_own_faults_removed(tmp_path: Path,
+                                                                          model: TopologyModel) -> None:
+    """Seen live (generated-21-4): one replica of med1 paused, the other cut, then 'pause active(med1)': nobody is
+    active, by the plan's own doing. A drawn plan cannot foresee that; the step is skipped with its reason (an
+    info event), not a harness error. Curated plans keep failing such a step (the test above)."""
+    plan = parse_plan(HEAD + "  - kind: kill\n    at: 1\n    target: active(p2)\n    duration: 2\n"
+                             "  - kind: kill\n    at: 2\n    target: step(0)\n    duration: 2\n")
+    view = FakeView.initial(model)
+    view.actives["p2"] = None
+    inj = FakeInjector(view)
+    with HistoryWriter(tmp_path / "h.jsonl") as hist:
+        result = Executor(plan, inj, view, hist, tmp_path, clock=FakeClock(), skip_unresolvable=True).run()
+    assert not result.aborted and not result.harness_error
+    assert [s.state for s in result.steps] == ["skipped", "skipped"]
+    assert "no active replica" in (result.steps[0].error or "") and inj.log == []
+    assert '"skipped"' in (tmp_path / "h.jsonl").read_text()
