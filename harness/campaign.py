@@ -172,16 +172,18 @@ class Campaign:
                 else:
                     topo.stop()
 
-    def run_one(self, topo: Topology, plan: Plan, label: str = "", *, record: bool = True) -> RunOutcome:
+    def run_one(self, topo: Topology, plan: Plan, label: str = "", *, record: bool = True,
+                generated: bool = False) -> RunOutcome:
         """Settle, run and judge one plan; its coverage is written and counted. ``record=False``: a shrink run,
-        kept apart from the campaign's own outcomes."""
+        kept apart from the campaign's own outcomes; ``generated``: a drawn plan or a shrink candidate (a step
+        left nothing to aim at by the plan's own faults is skipped)."""
         t0 = monotonic()
         try:
             settle(topo)
         except HarnessError as exc:
             raise HarnessError(f"topology {topo.run_id} did not settle before {plan.name}: {exc.what}",
                                "see the containers' logs; the previous run may have broken it") from None
-        outcome = run_plan(plan, topo, self.runs_dir, bugs=self.bugs)
+        outcome = run_plan(plan, topo, self.runs_dir, bugs=self.bugs, generated=generated)
         self.cost.observe(plan, monotonic() - t0)
         (self.outcomes if record else self.shrink_outcomes).append(outcome)
         self._cover(outcome)
@@ -223,7 +225,7 @@ class Campaign:
         budget = f"; {self.budget.line()}" if self.budget is not None else ""
         total = f"/{self.planned}" if self.planned else ""
         console.print(f"[{len(self.outcomes) + 1}{total}] {plan.name} ({source}, ~{estimate:.0f} s{budget})")
-        outcome = self.run_one(topo, plan, "    ")
+        outcome = self.run_one(topo, plan, "    ", generated=source == "generated")
         self.sources[outcome.run_dir] = source
         self.estimates[outcome.run_dir] = estimate
         if swarm is not None:
@@ -297,7 +299,7 @@ class Campaign:
             if budget.elapsed_s + cost > deadline or not budget.fits(cost):
                 spent = True  # out of its share: "did not fail" can only leave the result larger, never wrong
                 return set()
-            return set(self.run_one(topo, candidate, "    shrink: ", record=False).failed_invariants)
+            return set(self.run_one(topo, candidate, "    shrink: ", record=False, generated=True).failed_invariants)
 
         invariant = sorted(outcome.failed_invariants)[0]
         console.print(f"shrinking {plan.name} for invariant {invariant} within "

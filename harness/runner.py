@@ -160,8 +160,10 @@ def topology_info(topo: Topology, seed: int, bugs: str) -> dict[str, Any]:
 
 
 def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = "",
-             plan_path: str | None = None) -> RunOutcome:
-    """Run ``plan`` once on ``topo`` (which must be settled) and judge it. Never leaves a fault behind."""
+             plan_path: str | None = None, generated: bool = False) -> RunOutcome:
+    """Run ``plan`` once on ``topo`` (which must be settled) and judge it. Never leaves a fault behind.
+    ``generated``: a drawn plan, whose steps may find nothing to aim at because of its own earlier faults: such a
+    step is skipped (recorded), not a harness error."""
     t_start = time.time()
     t0 = time.monotonic()
     sources = evidence_sources()
@@ -193,7 +195,7 @@ def run_plan(plan: Plan, topo: Topology, runs_dir: Path | str, *, bugs: str = ""
     error: str | None = None
     try:
         executor = Executor(plan, LiveInjector(topo), LiveView(topo), history, rd.path, run_id=topo.run_id,
-                            settled=workload.settled)
+                            settled=workload.settled, skip_unresolvable=generated)
         execution = executor.run()
     except HarnessError as exc:
         error = exc.what

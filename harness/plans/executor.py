@@ -118,8 +118,12 @@ class Executor:
     def __init__(self, plan: Plan, injector: FaultInjector, view: TopologyView, history: HistoryWriter,
                  run_dir: str | Path, *, clock: Clock | None = None, run_id: str = "run",
                  stop_on_fail: bool = True, on_phase: Callable[[str], None] | None = None,
-                 settled: Callable[[float], bool] | None = None) -> None:
+                 settled: Callable[[float], bool] | None = None, skip_unresolvable: bool = False) -> None:
         self.plan, self.injector, self.view, self.history = plan, injector, view, history
+        #: a step whose target matches nothing (after RESOLVE_WAIT_S) is skipped, not failed: for generated plans,
+        #: whose own earlier faults can remove what a later step aims at (no active replica left to pause); a
+        #: curated plan's step that hits nothing is a plan that does not test what it says (failed)
+        self.skip_unresolvable = skip_unresolvable
         self.settled = settled
         self.clock = clock or HistoryClock(history)
         self.journal = FaultJournal(Path(run_dir) / JOURNAL_NAME)
@@ -241,6 +245,10 @@ class Executor:
                     self.clock.sleep(5 * POLL_S)
                     self._heal_overdue()   # an earlier fault's heal may be what brings the role back
         except Exception as exc:  # nothing matches now (ResolutionError) or the view itself failed
+            if isinstance(exc, ResolutionError) and self.skip_unresolvable:
+                run.state, run.error = "skipped", f"nothing to aim at: {exc} (still after {RESOLVE_WAIT_S:g} s)"
+                self._event("nemesis", "info", step.kind_name, {**value, "skipped": run.error})
+                return
             kind = "" if isinstance(exc, ResolutionError) else f"{type(exc).__name__}: "
             waited = f" (still after {RESOLVE_WAIT_S:g} s)" if isinstance(exc, ResolutionError) else ""
             run.state, run.error = "failed", f"resolution: {kind}{exc}{waited}"

@@ -57,7 +57,7 @@ class FakeRuns:
     log: list[tuple[str, float, float]] = field(default_factory=list)
 
     def run_plan(self, plan: Plan, topo: Any, runs_dir: Path | str, *, bugs: str = "",
-                 plan_path: str | None = None) -> RunOutcome:
+                 plan_path: str | None = None, generated: bool = False) -> RunOutcome:
         start = self.clock.t
         rd = RunDir.create(runs_dir, plan.name)
         rd.write_plan(dump_plan(plan))
