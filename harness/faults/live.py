@@ -38,7 +38,7 @@ from harness.client.json_api import Indeterminate
 from harness.errors import HarnessError
 from harness.faults import kinds
 from harness.faults.proxy_client import FaultProxyClient, FaultProxyError, ProxyNotFound
-from harness.plans.injector import Effects, Resolution, default_effects
+from harness.plans.injector import Effects, Infeasible, Resolution, default_effects
 from harness.plans.schema import StepBase
 from harness.topology import pg
 from harness.topology.compose import Topology
@@ -547,8 +547,8 @@ class LiveInjector:
         # rejoined old leader becomes only some seconds after it streams); without one, nothing would fail over
         sync = pg.synchronous_mode(self.topo)    # read once, not on every poll below
         if not _wait(lambda: any(pg.promotable(self.topo, o, sync) for o in others), timeout=PROMOTABLE_WAIT_S):
-            raise HarnessError(f"db_failover: no standby Patroni would promote within {PROMOTABLE_WAIT_S:g} s",
-                               f"members: {pg.members(self.topo)}")
+            raise Infeasible(f"db_failover: no standby Patroni would promote within {PROMOTABLE_WAIT_S:g} s "
+                             f"(members: {pg.members(self.topo)})")
         record: dict[str, Any] = {"mode": mode, "old_primary": old, "services": [old]}
         if mode == "kill_primary":
             self._container(old).kill()
@@ -563,6 +563,8 @@ class LiveInjector:
             except requests.Timeout:
                 log.info("switchover request to %s timed out; verifying the leader change instead", old)
             else:
+                if r.status_code == 412:   # "no good candidates": the plan's own faults may have cut them off
+                    raise Infeasible(f"Patroni refused the switchover: HTTP 412 {r.text[:200]}")
                 if r.status_code >= 400:
                     raise HarnessError(f"Patroni refused the switchover: HTTP {r.status_code} {r.text[:200]}")
         elif mode == "isolate_primary":

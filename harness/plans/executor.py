@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from harness.history import HistoryWriter
 from harness.plans.conditions import Condition
-from harness.plans.injector import Applied, FaultInjector, Resolution
+from harness.plans.injector import Applied, FaultInjector, Infeasible, Resolution
 from harness.plans.journal import JOURNAL_NAME, FaultJournal
 from harness.plans.schema import Plan, StepBase
 from harness.plans.targets import ResolutionError, StepRef, TopologyView, resolve
@@ -266,6 +266,11 @@ class Executor:
             error = None if verified else "effect not observed (verify returned false)"
         except Exception as exc:  # the injector's failure is a harness error of this step, not of the run loop
             error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, Infeasible) and self.skip_unresolvable:
+                run.state, run.error = "skipped", f"not possible now: {exc}"
+                self._event("nemesis", "info", step.kind_name, {**value, "resolved": targets, "skipped": run.error})
+                self._heal(run, step, "not applied")
+                return
         if error is not None:
             run.state, run.error = "failed", error
             self._event("nemesis", "fail", step.kind_name, {**value, "resolved": targets, "error": error})

@@ -22,6 +22,12 @@ from harness.plans.stepbase import StepBase
 from harness.topology.model import TopologyModel
 
 
+class Infeasible(Exception):
+    """``apply`` found the fault impossible in the current state, which the plan's own faults may have made (a
+    switchover Patroni refuses because the only standby is cut off): nothing was applied. A generated plan's step
+    is then skipped with this reason; for a curated plan it is a failed step like any other."""
+
+
 @dataclass(frozen=True)
 class Resolution:
     """What a step means at the moment it fires: concrete names, plus a stable id for what it creates."""

@@ -393,3 +393,25 @@ def test_a_generated_plan_skips_a_step_whose_target_its_own_faults_removed(tmp_p
     assert [s.state for s in result.steps] == ["skipped", "skipped"]
     assert "no active replica" in (result.steps[0].error or "") and inj.log == []
     assert '"skipped"' in (tmp_path / "h.jsonl").read_text()
+
+
+def test_a_generated_plan_skips_a_fault_the_system_refuses_as_impossible_now(tmp_path: Path,
+                                                                             model: TopologyModel) -> None:
+    """Seen live (generated-21-6): a switchover while the only reachable standby was partitioned away; Patroni
+    answered 412 "no good candidates". Skipped (and its journal entry closed) in a generated plan."""
+    from harness.plans.injector import Infeasible
+
+    class Refusing(FakeInjector):
+        def apply(self, step, resolved):  # type: ignore[no-untyped-def]
+            raise Infeasible("Patroni refused the switchover: HTTP 412 no good candidates")
+
+    plan = parse_plan(HEAD + "  - kind: kill\n    at: 1\n    target: active(p2)\n    duration: 2\n")
+    view = FakeView.initial(model)
+    with HistoryWriter(tmp_path / "h.jsonl") as hist:
+        result = Executor(plan, Refusing(view), view, hist, tmp_path, clock=FakeClock(),
+                          skip_unresolvable=True).run()
+    assert not result.harness_error and result.steps[0].state == "skipped"
+    assert open_faults(tmp_path / JOURNAL_NAME) == []
+    with HistoryWriter(tmp_path / "h2.jsonl") as hist:
+        curated = Executor(plan, Refusing(view), view, hist, tmp_path, clock=FakeClock()).run()
+    assert curated.steps[0].state == "failed"
