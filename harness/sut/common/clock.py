@@ -11,7 +11,7 @@ timeouts) stays untouched, as with a real clock step.
 Control file (``HA_CHAOS_CLOCK_FILE``, default ``/tmp/ha-chaos-clock``): JSON ``{"offset_s": float, "drift":
 float, "since": unix seconds}``: from ``since`` on, the node's clock reads ``real + offset_s + drift * (real -
 since)`` (a jump, a clock running fast or slow, or both). No file, or ``offset_s`` and ``drift`` 0: the real clock.
-The file is re-read at most every 100 ms (one ``stat`` then), so a change is seen within 0.1 s.
+The file is re-read at most every 100 ms, so a change is seen within 0.1 s.
 """
 
 from __future__ import annotations
@@ -23,27 +23,29 @@ import time
 CLOCK_FILE = os.environ.get("HA_CHAOS_CLOCK_FILE", "/tmp/ha-chaos-clock")
 RECHECK_S = 0.1
 
-_state = {"checked": -1.0, "mtime": None, "offset": 0.0, "drift": 0.0, "since": 0.0}
+_state: dict[str, object] = {"checked": -1.0, "text": None, "offset": 0.0, "drift": 0.0, "since": 0.0}
 
 
 def _refresh() -> None:
+    """Re-read the control file at most every ``RECHECK_S``: its text, not its mtime, tells a change (the harness
+    writes it through a tar archive, whose mtimes are whole seconds: a step and its undo can share one)."""
     now = time.monotonic()
     if now - _state["checked"] < RECHECK_S:  # type: ignore[operator]
         return
     _state["checked"] = now
     try:
-        mtime = os.stat(CLOCK_FILE).st_mtime_ns
+        with open(CLOCK_FILE) as f:
+            text: str | None = f.read(4096)
     except OSError:
-        mtime = None
-    if mtime == _state["mtime"]:
+        text = None
+    if text == _state["text"]:
         return
-    _state["mtime"] = mtime
+    _state["text"] = text
     spec: dict[str, float] = {}
-    if mtime is not None:
+    if text:
         try:
-            with open(CLOCK_FILE) as f:
-                spec = json.load(f)
-        except (OSError, ValueError):
+            spec = json.loads(text)
+        except ValueError:
             spec = {}  # a half-written or broken file: the real clock, and read again at the next change
     _state.update(offset=float(spec.get("offset_s", 0.0)), drift=float(spec.get("drift", 0.0)),
                   since=float(spec.get("since", 0.0)))

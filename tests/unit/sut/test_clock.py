@@ -19,7 +19,7 @@ def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "clock"
     monkeypatch.setattr(clock, "CLOCK_FILE", str(path))
     monkeypatch.setattr(clock, "RECHECK_S", 0.0)
-    clock._state.update(checked=-1.0, mtime=None, text=None, offset=0.0, drift=0.0, since=0.0)
+    clock._state.update(checked=-1.0, text=None, offset=0.0, drift=0.0, since=0.0)
     return path
 
 
