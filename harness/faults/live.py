@@ -113,6 +113,16 @@ class LiveInjector:
         """The service's address on the project network."""
         return self._ip(service)
 
+    def addresses(self) -> dict[str, str]:
+        """Every running service's address on the project network, from one container listing."""
+        out: dict[str, str] = {}
+        for svc, c in self.topo.containers().items():
+            nets = (c.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+            ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), None)
+            if ip:
+                out[svc] = str(ip)
+        return out
+
     def insert_rules(self, service: str, rules: list[list[str]]) -> None:
         """Insert iptables ``rules`` (each: chain first, no ``-I``) in the service's network namespace, in one
         ``iptables-restore``. Name each rule after its fault id (``-m comment --comment ID``): that is how

@@ -70,15 +70,15 @@ class PacketLoss(FaultKind):
     def apply(self, live: Any, step: Any, res: Any) -> tuple[Callable[[], bool], dict[str, Any]]:
         p = step.params
         names = [s.name for s in live.topo.model.services]
-        present = live.topo.containers()
+        addresses = live.addresses()   # one listing, not one inspect per peer
         for svc in res.targets:
-            peers = [n for n in names if n != svc and n in present]
+            peers = [n for n in names if n != svc and n in addresses]
             if not peers:
                 raise HarnessError(f"packet_loss: {svc} has no peer to lose packets with")
             match = ["-m", "statistic", "--mode", "random", "--probability", f"{p.probability:.4f}"]
             rules: list[list[str]] = []
             for peer in peers:
-                ip = live.ip(peer)
+                ip = addresses[peer]
                 tail = [*match, "-j", "DROP", "-m", "comment", "--comment", res.fault_id]
                 if p.direction in ("both", "in"):
                     rules.append(["INPUT", "-s", ip, *tail])
