@@ -558,7 +558,9 @@ def chaos_run(request: pytest.FixtureRequest, record_property: Callable[[str, ob
     """Run a plan on a settled topology (the session one unless given) and return its outcome."""
     from harness.runner import run_plan, settle
 
-    def run(plan: Plan | str | Path, topology: Topology | None = None, bugs: str = "") -> RunOutcome:
+    def run(plan: Plan | str | Path, topology: Topology | None = None, bugs: str = "",
+            generated: bool = False) -> RunOutcome:
+        """``generated``: a drawn plan (a step its own faults left nothing to aim at is skipped, not an error)."""
         from harness import campaign
         from harness.plans.loader import PlanError
 
@@ -579,7 +581,7 @@ def chaos_run(request: pytest.FixtureRequest, record_property: Callable[[str, ob
             settle(topo)
         except HarnessError as exc:
             pytest.fail(f"topology did not settle before {p.name}: {exc.render()}", pytrace=False)
-        outcome = run_plan(p, topo, request.config.getoption("--chaos-runs-dir"), bugs=bugs)
+        outcome = run_plan(p, topo, request.config.getoption("--chaos-runs-dir"), bugs=bugs, generated=generated)
         cost.observe(p, campaign.monotonic() - t0)
         record_coverage(outcome, session_tally(request.config))
         record_replication(request.node.user_properties, getattr(topo, "synchronous_mode", True))

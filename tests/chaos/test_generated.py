@@ -51,7 +51,7 @@ def test_generated_plans_hold_every_invariant(chaos_run, request, plan) -> None:
     seed_property = ("chaos_seed", "derandomized" if SEED is None else SEED)
     if seed_property not in request.node.user_properties:  # once, not once per example
         request.node.user_properties.append(seed_property)
-    outcome = chaos_run(plan)
+    outcome = chaos_run(plan, generated=True)
     reproduce = "" if SEED is None else f"\n  seed: {SEED} (reproduce with --chaos-seed {SEED})"
     if outcome.verdict == "fail":
         path = save_found(plan)
