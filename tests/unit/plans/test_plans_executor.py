@@ -415,3 +415,20 @@ def test_a_generated_plan_skips_a_fault_the_system_refuses_as_impossible_now(tmp
     with HistoryWriter(tmp_path / "h2.jsonl") as hist:
         curated = Executor(plan, Refusing(view), view, hist, tmp_path, clock=FakeClock()).run()
     assert curated.steps[0].state == "failed"
+
+
+def test_a_generated_step_skipped_for_its_own_faults_does_not_make_the_run_unknown(tmp_path: Path,
+                                                                                   model: TopologyModel) -> None:
+    """G1 (faults took effect) names the skipped step but passes: nobody claimed that drawn step would happen; a
+    curated step that never fired still makes G1 unknown."""
+    from harness.checkers import check_all
+    from harness.history import read_history
+
+    plan = parse_plan(HEAD + "  - kind: kill\n    at: 1\n    target: active(p2)\n    duration: 2\n"
+                             "  - kind: kill\n    at: 1\n    target: active(p1)\n    duration: 2\n")
+    view = FakeView.initial(model)
+    view.actives["p2"] = None
+    with HistoryWriter(tmp_path / "h.jsonl") as hist:
+        Executor(plan, FakeInjector(view), view, hist, tmp_path, clock=FakeClock(), skip_unresolvable=True).run()
+    g1 = next(r for r in check_all(read_history(tmp_path / "h.jsonl")) if r.invariant == "G1")
+    assert g1.verdict == "pass" and "skipped" in g1.explanation, g1.explanation
