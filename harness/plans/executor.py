@@ -247,7 +247,7 @@ class Executor:
         except Exception as exc:  # nothing matches now (ResolutionError) or the view itself failed
             if isinstance(exc, ResolutionError) and self.skip_unresolvable:
                 run.state, run.error = "skipped", f"nothing to aim at: {exc} (still after {RESOLVE_WAIT_S:g} s)"
-                self._event("nemesis", "info", step.kind_name, {**value, "skipped": run.error})
+                self._event("nemesis", "info", step.kind_name, {**value, "skipped": run.error, "drawn": True})
                 return
             kind = "" if isinstance(exc, ResolutionError) else f"{type(exc).__name__}: "
             waited = f" (still after {RESOLVE_WAIT_S:g} s)" if isinstance(exc, ResolutionError) else ""
@@ -268,7 +268,8 @@ class Executor:
             error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, Infeasible) and self.skip_unresolvable:
                 run.state, run.error = "skipped", f"not possible now: {exc}"
-                self._event("nemesis", "info", step.kind_name, {**value, "resolved": targets, "skipped": run.error})
+                self._event("nemesis", "info", step.kind_name, {**value, "resolved": targets, "skipped": run.error,
+                                                                "drawn": True})
                 self._heal(run, step, "not applied")
                 return
         if error is not None:

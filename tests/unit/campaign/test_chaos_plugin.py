@@ -92,7 +92,7 @@ def _import_generated(monkeypatch: pytest.MonkeyPatch, budget: str, seed: int | 
 def _drawn(module: ModuleType) -> list[str]:
     plans: list[Any] = []
 
-    def chaos_run(plan: Any) -> Any:
+    def chaos_run(plan: Any, generated: bool = False) -> Any:
         plans.append(loader.dump_plan(plan))
         return SimpleNamespace(verdict="pass")
 
