@@ -55,7 +55,10 @@ class FaultKind:
         return True
 
     def target(self, model: TopologyModel) -> SearchStrategy[str | None]:
-        raise NotImplementedError
+        """Where Hypothesis aims the kind (default: the services the older container kinds aim at)."""
+        from harness.plans.strategies import service_targets
+
+        return service_targets(model)
 
     def params(self, model: TopologyModel) -> SearchStrategy[dict[str, Any] | None]:
         from hypothesis import strategies as st

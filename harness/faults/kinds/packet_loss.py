@@ -43,11 +43,6 @@ class PacketLoss(FaultKind):
     name = "packet_loss"
     step = PacketLossStep
 
-    def target(self, model: Any) -> Any:
-        from harness.plans.strategies import service_targets
-
-        return service_targets(model)
-
     def params(self, model: Any) -> Any:
         from hypothesis import strategies as st
 

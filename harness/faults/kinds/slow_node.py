@@ -40,11 +40,6 @@ class SlowNode(FaultKind):
     name = "slow_node"
     step = SlowNodeStep
 
-    def target(self, model: Any) -> Any:
-        from harness.plans.strategies import service_targets
-
-        return service_targets(model)
-
     def params(self, model: Any) -> Any:
         from hypothesis import strategies as st
 
